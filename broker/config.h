@@ -1,0 +1,50 @@
+// Reading and validating a VM description (a Cap'n Proto text file, see
+// schema/vm.capnp). Every error names the file, the line and column, and the field:
+//   vm.capnp:9:5: devices[1].slot: slot 3 function 0 is already used by devices[0]
+#ifndef HV_BROKER_CONFIG_H_
+#define HV_BROKER_CONFIG_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "capnp/message.h"
+#include "schema/vm.capnp.h"
+
+namespace hv::broker {
+
+// What the broker runs as a process of its own.
+enum class DeviceProcessKind { kLpc };
+
+struct DeviceProcess {
+  DeviceProcessKind kind;
+  std::string name;     // unique in the VM: "lpc", or "<emulation>@<slot>.<func>"
+  uint32_t device_index;  // in Vm.devices
+};
+
+struct VmConfig {
+  std::string path;      // the file, as given
+  std::string base_dir;  // relative paths in it are relative to this
+  std::unique_ptr<capnp::MallocMessageBuilder> message;
+  schema::Vm::Reader vm() { return message->getRoot<schema::Vm>(); }
+  uint64_t memory_bytes = 0;
+  std::string kernel_path;  // resolved
+  std::string initrd_path;  // resolved, or empty
+  std::vector<DeviceProcess> processes;
+};
+
+// Parses `path` (the constant named `vm`, or the file's only Vm constant) and checks it.
+absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path);
+
+// "256M", "1G", "512" (MiB, as bhyve reads a plain number). Exposed for tests.
+absl::StatusOr<uint64_t> ParseMemorySize(const std::string& text);
+
+// Emulations bhyve has, and whether hv runs them yet.
+bool IsKnownEmulation(const std::string& emulation);
+bool IsSupportedEmulation(const std::string& emulation);
+
+}  // namespace hv::broker
+
+#endif  // HV_BROKER_CONFIG_H_

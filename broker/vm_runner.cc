@@ -1,0 +1,524 @@
+#include "broker/vm_runner.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "broker/spawn.h"
+#include "common/exit_channel.h"
+#include "common/fd.h"
+#include "common/guest_layout.h"
+#include "common/log.h"
+#include "common/zmq_msg.h"
+
+namespace hv::broker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Process {
+  std::string name;  // "core" or the device's name (also its ZeroMQ identity)
+  bool is_core = false;
+  const DeviceProcess* device = nullptr;
+  Child child;
+  bool exited = false;
+  bool ready = false;
+  Fd channel;   // device: its exit-channel memfd
+  Fd doorbell;  // device: its doorbell eventfd
+  std::vector<msg::Range::Reader> ranges;  // device: what it asked the core to forward
+  capnp::MallocMessageBuilder ranges_message;
+};
+
+// The terminal in raw-ish mode while a COM port uses stdio: keys go to the guest
+// as typed; Ctrl-C still stops the VM.
+class TerminalMode {
+ public:
+  void MakeRaw() {
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_) != 0) return;
+    termios raw = saved_;
+    cfmakeraw(&raw);
+    raw.c_lflag |= ISIG;
+    raw.c_oflag |= OPOST | ONLCR;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0) active_ = true;
+  }
+  ~TerminalMode() {
+    if (active_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+  }
+
+ private:
+  termios saved_ = {};
+  bool active_ = false;
+};
+
+class VmRunner {
+ public:
+  VmRunner(VmConfig config, const RunOptions& options)
+      : config_(std::move(config)), options_(options), router_(zmq_, zmq::socket_type::router) {}
+  ~VmRunner();
+  int Run();
+
+ private:
+  absl::Status Prepare();
+  absl::Status CreateRuntimeDir();
+  absl::Status SpawnAll();
+  void OnMessage(const std::string& from, msg::Message::Reader m);
+  void SendConfigureDevice(Process& p);
+  void MaybeConfigureCore();
+  void OnChildExit(Process& p);
+  void BeginStop(int code, const std::string& why);
+  void Shutdown();
+  Process* Find(const std::string& name);
+
+  VmConfig config_;
+  RunOptions options_;
+  std::string name_;
+  std::string runtime_dir_;
+  std::string endpoint_;
+  Fd lock_;
+  Fd ram_;
+  Fd kernel_;
+  Fd initrd_;
+  std::vector<GuestRamRegion> regions_;
+  zmq::context_t zmq_{1};
+  zmq::socket_t router_;
+  std::vector<std::unique_ptr<Process>> processes_;
+  Fd signals_;
+  TerminalMode terminal_;
+
+  bool core_configured_ = false;
+  bool started_ = false;
+  std::optional<int> exit_code_;
+  std::string exit_reason_;
+};
+
+VmRunner::~VmRunner() {
+  if (!runtime_dir_.empty()) {
+    unlink((runtime_dir_ + "/broker.ctl").c_str());
+    unlink((runtime_dir_ + "/lock").c_str());
+    rmdir(runtime_dir_.c_str());
+  }
+}
+
+Process* VmRunner::Find(const std::string& name) {
+  for (auto& p : processes_) {
+    if (p->name == name) return p.get();
+  }
+  return nullptr;
+}
+
+absl::Status VmRunner::CreateRuntimeDir() {
+  std::string base = RuntimeBaseDir();
+  if (mkdir(base.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + base);
+  runtime_dir_ = base + "/" + name_;
+  if (mkdir(runtime_dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::string dir = std::exchange(runtime_dir_, "");
+    return ErrnoStatus("mkdir " + dir);
+  }
+  endpoint_ = BrokerEndpoint(runtime_dir_);
+  if (runtime_dir_.size() + strlen("/broker.ctl") >= 107) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "runtime directory '", runtime_dir_, "' is too long for a Unix socket; set HV_RUNTIME_DIR"));
+  }
+  std::string lock_path = runtime_dir_ + "/lock";
+  lock_.Reset(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_.valid()) return ErrnoStatus("open " + lock_path);
+  if (flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    ssize_t ignored = pread(lock_.get(), pid, sizeof(pid) - 1, 0);
+    (void)ignored;
+    runtime_dir_.clear();  // not ours to clean up
+    return absl::AlreadyExistsError(
+        absl::StrCat("VM '", name_, "' is already running (broker pid ", pid, ")"));
+  }
+  std::string pid = absl::StrCat(getpid(), "\n");
+  if (ftruncate(lock_.get(), 0) == 0) (void)WriteFull(lock_.get(), pid.data(), pid.size());
+  unlink((runtime_dir_ + "/broker.ctl").c_str());  // left by a broker that crashed
+  return absl::OkStatus();
+}
+
+absl::Status VmRunner::Prepare() {
+  auto vm = config_.vm();
+  name_ = vm.getName();
+  if (auto s = CreateRuntimeDir(); !s.ok()) return s;
+
+  // Guest RAM: one memfd, sealed so that nobody can shrink it under a mapping.
+  int ram = memfd_create(("hv-ram:" + name_).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (ram < 0) return ErrnoStatus("memfd_create guest RAM");
+  ram_.Reset(ram);
+  if (ftruncate(ram, config_.memory_bytes) != 0) return ErrnoStatus("size guest RAM");
+  if (fcntl(ram, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return ErrnoStatus("seal guest RAM");
+  }
+  regions_ = GuestRamRegions(config_.memory_bytes);
+
+  kernel_.Reset(open(config_.kernel_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!kernel_.valid()) return ErrnoStatus("open kernel " + config_.kernel_path);
+  if (!config_.initrd_path.empty()) {
+    initrd_.Reset(open(config_.initrd_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!initrd_.valid()) return ErrnoStatus("open initrd " + config_.initrd_path);
+  }
+
+  // Signals arrive as messages in the loop.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signals_.Reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  signal(SIGPIPE, SIG_IGN);
+
+  try {
+    router_.set(zmq::sockopt::router_mandatory, 1);
+    router_.set(zmq::sockopt::linger, 0);
+    router_.bind(endpoint_);
+  } catch (const zmq::error_t& e) {
+    return absl::UnavailableError(absl::StrCat("bind ", endpoint_, ": ", e.what()));
+  }
+  chmod((runtime_dir_ + "/broker.ctl").c_str(), 0600);
+
+  for (const auto& d : config_.processes) {
+    auto p = std::make_unique<Process>();
+    p->name = d.name;
+    p->device = &d;
+    size_t bytes = ExitChannelBytes(vm.getCpus());
+    int channel = memfd_create(("hv-exit:" + d.name).c_str(), MFD_CLOEXEC);
+    if (channel < 0) return ErrnoStatus("memfd_create exit channel");
+    p->channel.Reset(channel);
+    if (ftruncate(channel, bytes) != 0) return ErrnoStatus("size exit channel");
+    void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, channel, 0);
+    if (base == MAP_FAILED) return ErrnoStatus("mmap exit channel");
+    InitExitChannel(base, vm.getCpus());
+    munmap(base, bytes);
+    p->doorbell.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!p->doorbell.valid()) return ErrnoStatus("eventfd");
+    processes_.push_back(std::move(p));
+  }
+  auto core = std::make_unique<Process>();
+  core->name = "core";
+  core->is_core = true;
+  processes_.push_back(std::move(core));
+  return SpawnAll();
+}
+
+absl::Status VmRunner::SpawnAll() {
+  for (auto& p : processes_) {
+    std::string path;
+    std::vector<int> keep = {ram_.get()};
+    if (p->is_core) {
+      auto found = FindExecutable("hvcore/hvcore");
+      if (!found.ok()) return found.status();
+      path = *found;
+      keep.push_back(kernel_.get());
+      if (initrd_.valid()) keep.push_back(initrd_.get());
+      for (auto& d : processes_) {
+        if (d->is_core) continue;
+        keep.push_back(d->channel.get());
+        keep.push_back(d->doorbell.get());
+      }
+    } else {
+      auto found = FindExecutable("devproc/lpc/hv-lpc");
+      if (!found.ok()) return found.status();
+      path = *found;
+      keep.push_back(p->channel.get());
+      keep.push_back(p->doorbell.get());
+    }
+    std::vector<std::string> args = {"--ctl", endpoint_};
+    if (!p->is_core) {
+      args.push_back("--name");
+      args.push_back(p->name);
+    }
+    auto child = Spawn(path, args, keep);
+    if (!child.ok()) return child.status();
+    p->child = std::move(*child);
+    HV_DEBUG("started %s: pid %d", p->name.c_str(), p->child.pid);
+  }
+  return absl::OkStatus();
+}
+
+void VmRunner::SendConfigureDevice(Process& p) {
+  auto vm = config_.vm();
+  capnp::MallocMessageBuilder b;
+  auto c = b.initRoot<msg::Message>().initConfigureDevice();
+  c.setDevice(vm.getDevices()[p.device->device_index]);
+  c.setLpc(vm.getLpc());
+  auto ram = c.initRam(regions_.size());
+  for (size_t i = 0; i < regions_.size(); ++i) {
+    ram[i].setGpa(regions_[i].gpa);
+    ram[i].setSize(regions_[i].size);
+    ram[i].setOffset(regions_[i].offset);
+  }
+  c.setRamSize(config_.memory_bytes);
+  c.setVcpus(vm.getCpus());
+  c.setRamFd(ram_.get());
+  c.setChannelFd(p.channel.get());
+  c.setDoorbellFd(p.doorbell.get());
+  if (p.device->kind == DeviceProcessKind::kLpc) {
+    // A COM port on stdio: the broker's own stdin and stdout, inherited.
+    schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
+                                        vm.getLpc().getCom3(), vm.getLpc().getCom4()};
+    std::vector<std::pair<std::string, int>> fds;
+    for (int i = 0; i < 4; ++i) {
+      if (!serials[i].isStdio()) continue;
+      fds.push_back({absl::StrCat("com", i + 1, ".in"), STDIN_FILENO});
+      fds.push_back({absl::StrCat("com", i + 1, ".out"), STDOUT_FILENO});
+    }
+    auto list = c.initFds(fds.size());
+    for (size_t i = 0; i < fds.size(); ++i) {
+      list[i].setName(fds[i].first);
+      list[i].setFd(fds[i].second);
+    }
+  }
+  if (auto s = SendToIdentity(router_, p.name, b); !s.ok()) {
+    BeginStop(kExitStartFailed, std::string(s.message()));
+  }
+}
+
+void VmRunner::MaybeConfigureCore() {
+  Process* core = Find("core");
+  if (core_configured_ || core == nullptr || !core->ready) return;  // core->ready: said hello
+  for (auto& p : processes_) {
+    if (!p->is_core && !p->ready) return;
+  }
+  auto vm = config_.vm();
+  capnp::MallocMessageBuilder b;
+  auto c = b.initRoot<msg::Message>().initConfigureCore();
+  c.setVm(vm);
+  auto ram = c.initRam(regions_.size());
+  for (size_t i = 0; i < regions_.size(); ++i) {
+    ram[i].setGpa(regions_[i].gpa);
+    ram[i].setSize(regions_[i].size);
+    ram[i].setOffset(regions_[i].offset);
+  }
+  c.setRamSize(config_.memory_bytes);
+  c.setRamFd(ram_.get());
+  c.setKernelFd(kernel_.get());
+  c.setInitrdFd(initrd_.valid() ? initrd_.get() : -1);
+  size_t ndev = processes_.size() - 1;
+  auto devices = c.initDevices(ndev);
+  size_t i = 0;
+  for (auto& p : processes_) {
+    if (p->is_core) continue;
+    auto d = devices[i++];
+    d.setName(p->name);
+    d.setChannelFd(p->channel.get());
+    d.setDoorbellFd(p->doorbell.get());
+    auto ranges = d.initRanges(p->ranges.size());
+    for (size_t r = 0; r < p->ranges.size(); ++r) {
+      ranges.setWithCaveats(r, p->ranges[r]);
+    }
+  }
+  core_configured_ = true;
+  if (auto s = SendToIdentity(router_, "core", b); !s.ok()) {
+    BeginStop(kExitStartFailed, std::string(s.message()));
+  }
+}
+
+void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
+  Process* p = Find(from);
+  if (p == nullptr) {
+    HV_WARN("message from unknown peer '%s' ignored", from.c_str());
+    return;
+  }
+  switch (m.which()) {
+    case msg::Message::HELLO:
+      if (m.getHello().getPid() != p->child.pid) {
+        HV_WARN("%s says it is pid %d, expected %d", from.c_str(), m.getHello().getPid(),
+                p->child.pid);
+      }
+      if (p->is_core) {
+        p->ready = true;  // hello received; configured once every device is ready
+        MaybeConfigureCore();
+      } else {
+        SendConfigureDevice(*p);
+      }
+      break;
+    case msg::Message::DEVICE_READY: {
+      p->ranges_message.setRoot(m);  // a copy that outlives the received bytes
+      auto kept = p->ranges_message.getRoot<msg::Message>().asReader().getDeviceReady();
+      p->ranges.clear();
+      for (auto r : kept) p->ranges.push_back(r);
+      p->ready = true;
+      MaybeConfigureCore();
+      break;
+    }
+    case msg::Message::CORE_READY: {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<msg::Message>().setStart();
+      if (auto s = SendToIdentity(router_, "core", b); !s.ok()) {
+        BeginStop(kExitStartFailed, std::string(s.message()));
+        break;
+      }
+      started_ = true;
+      HV_DEBUG("VM '%s' started", name_.c_str());
+      break;
+    }
+    case msg::Message::GUEST_EXIT: {
+      auto e = m.getGuestExit();
+      std::string detail = e.getDetail();
+      switch (e.getReason()) {
+        case msg::ExitReason::POWER_OFF:
+          if (e.getStatus() == 0) {
+            BeginStop(kExitPowerOff, "the guest powered off");
+          } else {
+            BeginStop(kExitGuestFailure,
+                      absl::StrCat("the guest powered off with status ", e.getStatus()));
+          }
+          break;
+        case msg::ExitReason::RESET:
+          BeginStop(kExitReset, "the guest asked for a reset");
+          break;
+        case msg::ExitReason::TRIPLE_FAULT:
+          BeginStop(kExitTripleFault, absl::StrCat("the guest triple-faulted: ", detail));
+          break;
+        default:
+          BeginStop(started_ ? kExitRuntimeError : kExitStartFailed,
+                    absl::StrCat(from, ": ", detail));
+      }
+      break;
+    }
+    default:
+      HV_WARN("unexpected message %d from %s", static_cast<int>(m.which()), from.c_str());
+  }
+}
+
+void VmRunner::BeginStop(int code, const std::string& why) {
+  if (exit_code_.has_value()) return;  // the first reason wins
+  exit_code_ = code;
+  exit_reason_ = why;
+}
+
+void VmRunner::OnChildExit(Process& p) {
+  int status = 0;
+  waitpid(p.child.pid, &status, 0);
+  p.exited = true;
+  std::string what = p.is_core ? "hvcore" : absl::StrCat("device '", p.name, "'");
+  if (!exit_code_.has_value()) {
+    BeginStop(kExitProcessCrashed, absl::StrCat(what, " (pid ", p.child.pid, ") ",
+                                                DescribeWaitStatus(status),
+                                                " while the VM was running"));
+  } else {
+    HV_DEBUG("%s (pid %d) %s", what.c_str(), p.child.pid, DescribeWaitStatus(status).c_str());
+  }
+}
+
+void VmRunner::Shutdown() {
+  capnp::MallocMessageBuilder b;
+  b.initRoot<msg::Message>().setShutdown();
+  // The core first: its vCPUs stop touching devices before the devices go.
+  for (const char* pass : {"core", "devices"}) {
+    for (auto& p : processes_) {
+      if (p->exited || p->is_core != (std::string(pass) == "core")) continue;
+      (void)SendToIdentity(router_, p->name, b);
+    }
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(3);
+  for (auto& p : processes_) {
+    while (!p->exited) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) {
+        HV_WARN("%s (pid %d) did not stop; killing it", p->name.c_str(), p->child.pid);
+        kill(p->child.pid, SIGKILL);
+        int status;
+        waitpid(p->child.pid, &status, 0);
+        p->exited = true;
+        break;
+      }
+      pollfd pfd = {p->child.pidfd.get(), POLLIN, 0};
+      if (poll(&pfd, 1, left.count()) > 0) {
+        int status;
+        waitpid(p->child.pid, &status, 0);
+        p->exited = true;
+      }
+    }
+  }
+}
+
+int VmRunner::Run() {
+  if (auto s = Prepare(); !s.ok()) {
+    HV_ERROR("cannot start VM '%s': %s", name_.c_str(), std::string(s.message()).c_str());
+    exit_code_ = kExitStartFailed;
+    Shutdown();
+    return kExitStartFailed;
+  }
+  auto vm = config_.vm();
+  schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
+                                      vm.getLpc().getCom3(), vm.getLpc().getCom4()};
+  for (auto& s : serials) {
+    if (s.isStdio()) terminal_.MakeRaw();
+  }
+  auto start_deadline = Clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
+  while (!exit_code_.has_value()) {
+    std::vector<zmq::pollitem_t> items;
+    items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, signals_.get(), ZMQ_POLLIN, 0});
+    for (auto& p : processes_) items.push_back({nullptr, p->child.pidfd.get(), ZMQ_POLLIN, 0});
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(started_ ? -1 : 200));
+    if (!started_ && Clock::now() > start_deadline) {
+      BeginStop(kExitStartFailed, "the VM's processes did not become ready in time");
+      break;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      signalfd_siginfo info;
+      if (read(signals_.get(), &info, sizeof(info)) == sizeof(info)) {
+        BeginStop(kExitStopped, absl::StrCat("stopped by signal ", info.ssi_signo, " (",
+                                             strsignal(info.ssi_signo), ")"));
+      }
+    }
+    // Messages before deaths: a device's last words explain why it ended.
+    while (items[0].revents & ZMQ_POLLIN) {
+      zmq::message_t identity, bytes;
+      if (!router_.recv(identity, zmq::recv_flags::dontwait)) break;
+      if (!identity.more() || !router_.recv(bytes, zmq::recv_flags::none)) continue;
+      ReceivedMessage received(std::move(bytes));
+      if (!received.ok()) {
+        HV_WARN("bad message from %s: %s", identity.to_string().c_str(), received.error().c_str());
+        continue;
+      }
+      OnMessage(identity.to_string(), received.get());
+    }
+    for (size_t i = 0; i < processes_.size(); ++i) {
+      if ((items[2 + i].revents & ZMQ_POLLIN) && !processes_[i]->exited) OnChildExit(*processes_[i]);
+    }
+  }
+  Shutdown();
+  int code = *exit_code_;
+  if (code == kExitPowerOff) {
+    HV_INFO("VM '%s': %s", name_.c_str(), exit_reason_.c_str());
+  } else {
+    HV_ERROR("VM '%s': %s", name_.c_str(), exit_reason_.c_str());
+  }
+  return code;
+}
+
+}  // namespace
+
+std::string RuntimeBaseDir() {
+  if (const char* dir = getenv("HV_RUNTIME_DIR"); dir != nullptr && dir[0] != '\0') return dir;
+  if (const char* xdg = getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] != '\0') {
+    return absl::StrCat(xdg, "/hv");
+  }
+  if (getuid() == 0) return "/run/hv";
+  return absl::StrCat("/tmp/hv-", getuid());
+}
+
+int RunVm(VmConfig config, const RunOptions& options) {
+  VmRunner runner(std::move(config), options);
+  return runner.Run();
+}
+
+}  // namespace hv::broker

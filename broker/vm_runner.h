@@ -1,0 +1,36 @@
+// Runs one VM: creates its host resources, spawns hvcore and one process per
+// device, wires them, supervises them, and turns how the VM ended into hvbroker's
+// exit status.
+#ifndef HV_BROKER_VM_RUNNER_H_
+#define HV_BROKER_VM_RUNNER_H_
+
+#include <string>
+
+#include "broker/config.h"
+
+namespace hv::broker {
+
+// hvbroker's exit statuses (documented in `hvbroker --help`).
+enum ExitCode : int {
+  kExitPowerOff = 0,        // the guest powered off (status 0)
+  kExitStartFailed = 1,     // the VM could not be started; the message says why
+  kExitReset = 2,           // the guest asked for a reset
+  kExitTripleFault = 3,     // a vCPU triple-faulted
+  kExitProcessCrashed = 4,  // hvcore or a device process died; the message names it
+  kExitStopped = 5,         // stopped by SIGINT/SIGTERM
+  kExitGuestFailure = 6,    // the guest powered off with a non-zero status
+  kExitRuntimeError = 7,    // hv failed while running (KVM error, unhandled exit)
+};
+
+struct RunOptions {
+  int start_timeout_ms = 30000;
+};
+
+int RunVm(VmConfig config, const RunOptions& options);
+
+// $HV_RUNTIME_DIR, else $XDG_RUNTIME_DIR/hv, else /run/hv (root) or /tmp/hv-UID.
+std::string RuntimeBaseDir();
+
+}  // namespace hv::broker
+
+#endif  // HV_BROKER_VM_RUNNER_H_

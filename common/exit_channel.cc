@@ -1,0 +1,226 @@
+#include "common/exit_channel.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "capnp/message.h"
+#include "capnp/serialize.h"
+
+namespace hv {
+namespace {
+
+// Spins before sleeping: a device that is awake answers within a few µs.
+constexpr int kReadSpins = 2000;
+// How long one futex wait lasts before `abandon` is consulted again.
+constexpr long kWaitSliceNs = 20 * 1000 * 1000;
+
+void CpuRelax() { __builtin_ia32_pause(); }
+
+// Shared (not FUTEX_PRIVATE) futex operations: the word lives in a memfd
+// mapped by two processes.
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, long timeout_ns) {
+  struct timespec ts = {0, timeout_ns};
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void FutexWakeAll(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr,
+          0);
+}
+
+ExitRing* RingsOf(void* base) {
+  return reinterpret_cast<ExitRing*>(static_cast<uint8_t*>(base) + sizeof(ExitChannelHeader));
+}
+
+}  // namespace
+
+size_t ExitChannelBytes(uint32_t vcpus) {
+  return sizeof(ExitChannelHeader) + sizeof(ExitRing) * vcpus;
+}
+
+void InitExitChannel(void* base, uint32_t vcpus) {
+  auto* header = static_cast<ExitChannelHeader*>(base);
+  header->magic = kExitChannelMagic;
+  header->vcpus = vcpus;
+  header->device_sleeping.store(0);
+}
+
+void EncodeIoAccess(const IoAccess& access, uint8_t (&slot)[kExitSlotBytes]) {
+  // Segment table (count-1, size in words), then the segment.
+  constexpr size_t kSegmentWords = kExitSlotBytes / sizeof(capnp::word) - 1;
+  capnp::word segment[kSegmentWords];
+  memset(segment, 0, sizeof(segment));
+  capnp::FlatMessageBuilder builder(kj::arrayPtr(segment, kSegmentWords));
+  auto request = builder.initRoot<msg::IoRequest>();
+  request.setSeq(access.seq);
+  request.setSpace(access.space);
+  request.setIsWrite(access.is_write);
+  request.setSize(access.size);
+  request.setAddr(access.addr);
+  request.setData(access.data);
+  auto segments = builder.getSegmentsForOutput();
+  uint32_t table[2] = {0, static_cast<uint32_t>(segments[0].size())};
+  memcpy(slot, table, sizeof(table));
+  memcpy(slot + sizeof(table), segments[0].begin(), segments[0].size() * sizeof(capnp::word));
+}
+
+absl::StatusOr<IoAccess> DecodeIoAccess(const uint8_t (&slot)[kExitSlotBytes]) {
+  capnp::word words[kExitSlotBytes / sizeof(capnp::word)];
+  memcpy(words, slot, sizeof(words));
+  uint32_t table[2];
+  memcpy(table, words, sizeof(table));
+  if (table[0] != 0 || table[1] + 1 > kExitSlotBytes / sizeof(capnp::word)) {
+    return absl::DataLossError("exit-channel slot: bad segment table");
+  }
+  IoAccess access;
+  try {
+    capnp::FlatArrayMessageReader reader(kj::arrayPtr(words, table[1] + 1));
+    auto request = reader.getRoot<msg::IoRequest>();
+    access.seq = request.getSeq();
+    access.space = request.getSpace();
+    access.is_write = request.getIsWrite();
+    access.size = request.getSize();
+    access.addr = request.getAddr();
+    access.data = request.getData();
+  } catch (const kj::Exception& e) {
+    return absl::DataLossError(absl::StrCat("exit-channel slot: ", e.getDescription().cStr()));
+  }
+  return access;
+}
+
+void ExitChannelClient::RingDoorbell() {
+  // Pairs with PrepareToSleep(): the head store above is seq_cst, so either the
+  // device sees the new slot or we see that it sleeps.
+  if (header_->device_sleeping.load(std::memory_order_seq_cst) != 0) {
+    uint64_t one = 1;
+    ssize_t ignored = write(doorbell_fd_, &one, sizeof(one));
+    (void)ignored;
+  }
+}
+
+absl::StatusOr<uint32_t> ExitChannelClient::Post(const IoAccess& access,
+                                                 const std::function<bool()>& abandon) {
+  uint32_t head = ring_->head.load(std::memory_order_relaxed);
+  // The ring is full while the device has not consumed head - kExitRingSlots.
+  for (int spins = 0;; ++spins) {
+    uint32_t tail = ring_->tail.load(std::memory_order_acquire);
+    if (head - tail < kExitRingSlots) break;
+    if (spins % 1024 == 1023) {
+      if (abandon()) return absl::UnavailableError("device stopped consuming its exit channel");
+      RingDoorbell();
+      usleep(50);
+    }
+    CpuRelax();
+  }
+  IoAccess numbered = access;
+  numbered.seq = next_seq_++;
+  EncodeIoAccess(numbered, ring_->slots[head % kExitRingSlots]);
+  ring_->head.store(head + 1, std::memory_order_seq_cst);
+  RingDoorbell();
+  return numbered.seq;
+}
+
+absl::Status ExitChannelClient::PostWrite(msg::AddressSpace space, uint64_t addr, uint8_t size,
+                                          uint64_t data, const std::function<bool()>& abandon) {
+  IoAccess access;
+  access.space = space;
+  access.is_write = true;
+  access.size = size;
+  access.addr = addr;
+  access.data = data;
+  return Post(access, abandon).status();
+}
+
+absl::StatusOr<uint64_t> ExitChannelClient::Read(msg::AddressSpace space, uint64_t addr,
+                                                 uint8_t size,
+                                                 const std::function<bool()>& abandon) {
+  IoAccess access;
+  access.space = space;
+  access.size = size;
+  access.addr = addr;
+  auto seq = Post(access, abandon);
+  if (!seq.ok()) return seq.status();
+  for (int i = 0; i < kReadSpins; ++i) {
+    if (ring_->reply_seq.load(std::memory_order_acquire) == *seq) {
+      return ring_->reply_data.load(std::memory_order_relaxed);
+    }
+    CpuRelax();
+  }
+  for (;;) {
+    ring_->vcpu_waiting.store(1, std::memory_order_seq_cst);
+    uint32_t seen = ring_->reply_seq.load(std::memory_order_seq_cst);
+    if (seen == *seq) break;
+    FutexWait(&ring_->reply_seq, seen, kWaitSliceNs);
+    if (ring_->reply_seq.load(std::memory_order_acquire) == *seq) break;
+    if (abandon()) {
+      ring_->vcpu_waiting.store(0, std::memory_order_relaxed);
+      return absl::UnavailableError("device did not answer a read");
+    }
+  }
+  ring_->vcpu_waiting.store(0, std::memory_order_relaxed);
+  return ring_->reply_data.load(std::memory_order_relaxed);
+}
+
+ExitChannelServer::ExitChannelServer(void* base, uint32_t vcpus, int doorbell_fd)
+    : header_(static_cast<ExitChannelHeader*>(base)),
+      rings_(RingsOf(base)),
+      vcpus_(vcpus),
+      doorbell_fd_(doorbell_fd) {}
+
+size_t ExitChannelServer::Drain(const Handler& handler) {
+  size_t handled = 0;
+  for (uint32_t v = 0; v < vcpus_; ++v) {
+    ExitRing& ring = rings_[v];
+    uint32_t tail = ring.tail.load(std::memory_order_relaxed);
+    for (;;) {
+      uint32_t head = ring.head.load(std::memory_order_acquire);
+      if (tail == head) break;
+      auto access = DecodeIoAccess(ring.slots[tail % kExitRingSlots]);
+      ++tail;
+      ring.tail.store(tail, std::memory_order_release);
+      ++handled;
+      if (!access.ok()) continue;  // only the core writes slots; a bad one is skipped
+      uint64_t value = handler(*access);
+      if (!access->is_write) {
+        ring.reply_data.store(value, std::memory_order_relaxed);
+        ring.reply_seq.store(access->seq, std::memory_order_seq_cst);
+        if (ring.vcpu_waiting.load(std::memory_order_seq_cst) != 0) FutexWakeAll(&ring.reply_seq);
+      }
+    }
+  }
+  return handled;
+}
+
+bool ExitChannelServer::AnyPending() const {
+  for (uint32_t v = 0; v < vcpus_; ++v) {
+    if (rings_[v].head.load(std::memory_order_seq_cst) !=
+        rings_[v].tail.load(std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ExitChannelServer::PrepareToSleep() {
+  header_->device_sleeping.store(1, std::memory_order_seq_cst);
+  if (AnyPending()) {
+    header_->device_sleeping.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void ExitChannelServer::Woke() {
+  header_->device_sleeping.store(0, std::memory_order_relaxed);
+  uint64_t count;
+  ssize_t ignored = read(doorbell_fd_, &count, sizeof(count));  // doorbell is non-blocking
+  (void)ignored;
+}
+
+}  // namespace hv

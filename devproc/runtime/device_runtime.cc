@@ -1,0 +1,230 @@
+#include "devproc/runtime/device_runtime.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/exit_channel.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/zmq_msg.h"
+
+namespace hv::devproc {
+namespace {
+
+class Runtime : public DeviceContext {
+ public:
+  Runtime(std::string name, std::unique_ptr<DeviceModel> model)
+      : name_(std::move(name)), model_(std::move(model)), socket_(context_, zmq::socket_type::dealer) {}
+
+  ~Runtime() override {
+    if (channel_base_ != nullptr) munmap(channel_base_, channel_bytes_);
+  }
+
+  int Run(const std::string& endpoint);
+
+  void WatchFd(int fd, short events, std::function<void(short)> on_ready) override {
+    watches_[fd] = {events, std::move(on_ready)};
+  }
+  void SetFdEvents(int fd, short events) override {
+    auto it = watches_.find(fd);
+    if (it != watches_.end()) it->second.events = events;
+  }
+  void UnwatchFd(int fd) override { watches_.erase(fd); }
+  void GuestExit(msg::ExitReason reason, uint32_t status, const std::string& detail) override {
+    capnp::MallocMessageBuilder b;
+    auto exit = b.initRoot<msg::Message>().initGuestExit();
+    exit.setReason(reason);
+    exit.setStatus(status);
+    exit.setDetail(detail);
+    if (auto s = SendToPeer(socket_, b); !s.ok()) {
+      HV_ERROR("cannot report the guest's exit: %s", std::string(s.message()).c_str());
+    }
+  }
+  absl::StatusOr<int> NamedFd(std::string_view fd_name) const override {
+    auto it = fds_.find(std::string(fd_name));
+    if (it == fds_.end()) {
+      return absl::NotFoundError(absl::StrCat(name_, ": the broker gave no fd named '", std::string(fd_name), "'"));
+    }
+    return it->second;
+  }
+  const GuestMemory& memory() const override { return *ram_; }
+  const std::string& name() const override { return name_; }
+
+ private:
+  struct Watch {
+    short events;
+    std::function<void(short)> on_ready;
+  };
+
+  absl::Status Configure(msg::ConfigureDevice::Reader config);
+  // Returns false when the device must exit.
+  bool HandleControl();
+  void DrainChannel();
+
+  std::string name_;
+  std::unique_ptr<DeviceModel> model_;
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+  std::unique_ptr<GuestMemory> ram_;
+  void* channel_base_ = nullptr;
+  size_t channel_bytes_ = 0;
+  std::unique_ptr<ExitChannelServer> channel_;
+  std::map<std::string, int> fds_;
+  std::map<int, Watch> watches_;
+};
+
+absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
+  std::vector<GuestRamRegion> regions;
+  for (auto r : config.getRam()) regions.push_back({r.getGpa(), r.getSize(), r.getOffset()});
+  auto ram = GuestMemory::Map(config.getRamFd(), config.getRamSize(), regions);
+  if (!ram.ok()) return ram.status();
+  ram_ = std::move(*ram);
+  uint32_t vcpus = config.getVcpus();
+  channel_bytes_ = ExitChannelBytes(vcpus);
+  channel_base_ = mmap(nullptr, channel_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       config.getChannelFd(), 0);
+  if (channel_base_ == MAP_FAILED) {
+    channel_base_ = nullptr;
+    return ErrnoStatus("mmap exit channel");
+  }
+  int doorbell = config.getDoorbellFd();
+  fcntl(doorbell, F_SETFL, fcntl(doorbell, F_GETFL) | O_NONBLOCK);
+  channel_ = std::make_unique<ExitChannelServer>(channel_base_, vcpus, doorbell);
+  for (auto f : config.getFds()) fds_[f.getName()] = f.getFd();
+
+  auto ranges = model_->Configure(*this, config);
+  if (!ranges.ok()) return ranges.status();
+  capnp::MallocMessageBuilder b;
+  auto list = b.initRoot<msg::Message>().initDeviceReady(ranges->size());
+  for (size_t i = 0; i < ranges->size(); ++i) {
+    list[i].setSpace((*ranges)[i].space);
+    list[i].setBase((*ranges)[i].base);
+    list[i].setLength((*ranges)[i].length);
+    list[i].setPostedWrites((*ranges)[i].posted_writes);
+  }
+  return SendToPeer(socket_, b);
+}
+
+void Runtime::DrainChannel() {
+  channel_->Drain([this](const IoAccess& a) -> uint64_t {
+    if (a.is_write) {
+      model_->Write(a.space, a.addr, a.size, a.data);
+      return 0;
+    }
+    return model_->Read(a.space, a.addr, a.size);
+  });
+}
+
+bool Runtime::HandleControl() {
+  for (;;) {
+    zmq::message_t bytes;
+    if (!socket_.recv(bytes, zmq::recv_flags::dontwait)) return true;
+    ReceivedMessage received(std::move(bytes));
+    if (!received.ok()) {
+      HV_ERROR("bad message from the broker: %s", received.error().c_str());
+      continue;
+    }
+    auto m = received.get();
+    switch (m.which()) {
+      case msg::Message::CONFIGURE_DEVICE:
+        if (auto s = Configure(m.getConfigureDevice()); !s.ok()) {
+          HV_ERROR("configuration failed: %s", std::string(s.message()).c_str());
+          GuestExit(msg::ExitReason::ERROR, 0, absl::StrCat(name_, ": ", s.message()));
+          return false;
+        }
+        break;
+      case msg::Message::SHUTDOWN:
+        return false;
+      default:
+        HV_WARN("unexpected message %d from the broker", static_cast<int>(m.which()));
+    }
+  }
+}
+
+int Runtime::Run(const std::string& endpoint) {
+  socket_.set(zmq::sockopt::routing_id, name_);
+  socket_.set(zmq::sockopt::linger, 1000);
+  socket_.connect(endpoint);
+  {
+    capnp::MallocMessageBuilder b;
+    auto hello = b.initRoot<msg::Message>().initHello();
+    hello.setRole(name_);
+    hello.setPid(getpid());
+    if (auto s = SendToPeer(socket_, b); !s.ok()) {
+      HV_ERROR("%s", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  std::vector<zmq::pollitem_t> items;
+  std::vector<int> item_fds;
+  for (;;) {
+    bool may_sleep = true;
+    if (channel_ != nullptr) {
+      DrainChannel();
+      may_sleep = channel_->PrepareToSleep();
+    }
+    items.clear();
+    item_fds.clear();
+    items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
+    if (channel_ != nullptr) items.push_back({nullptr, channel_->doorbell_fd(), ZMQ_POLLIN, 0});
+    size_t first_watch = items.size();
+    for (const auto& [fd, w] : watches_) {
+      if (w.events == 0) continue;
+      items.push_back({nullptr, fd, w.events, 0});
+      item_fds.push_back(fd);
+    }
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(may_sleep ? -1 : 0));
+    if (channel_ != nullptr) channel_->Woke();
+    if ((items[0].revents & ZMQ_POLLIN) || !may_sleep) {
+      if (!HandleControl()) return 0;
+    }
+    for (size_t i = first_watch; i < items.size(); ++i) {
+      if (items[i].revents == 0) continue;
+      auto it = watches_.find(item_fds[i - first_watch]);
+      if (it != watches_.end()) it->second.on_ready(items[i].revents);
+    }
+  }
+}
+
+}  // namespace
+
+int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceModel> model) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the broker
+  std::string endpoint;
+  std::string name = kind;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--ctl" && i + 1 < argc) {
+      endpoint = argv[++i];
+    } else if (arg == "--name" && i + 1 < argc) {
+      name = argv[++i];
+    } else if (arg == "--help" || arg == "-h") {
+      printf("usage: %s --ctl ENDPOINT --name NAME\n"
+             "An hv device process; hvbroker starts it. Not meant to be run by hand.\n",
+             argv[0]);
+      return 0;
+    } else {
+      fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", argv[0], arg.c_str());
+      return 2;
+    }
+  }
+  SetLogTag(name);
+  InitLogLevelFromEnv();
+  if (endpoint.empty()) {
+    fprintf(stderr, "%s: --ctl ENDPOINT is required (device processes are started by hvbroker)\n",
+            argv[0]);
+    return 2;
+  }
+  if (getppid() == 1) return 1;  // the broker is already gone
+  Runtime runtime(name, std::move(model));
+  return runtime.Run(endpoint);
+}
+
+}  // namespace hv::devproc

@@ -1,0 +1,62 @@
+// The runtime every device process shares: the hand-shake with the broker, guest
+// RAM, the exit channel the core forwards register accesses through, and one
+// single-threaded event loop. A device model implements DeviceModel and calls
+// RunDevice() from main(); it never touches sockets or the channel itself.
+#ifndef HV_DEVPROC_RUNTIME_DEVICE_RUNTIME_H_
+#define HV_DEVPROC_RUNTIME_DEVICE_RUNTIME_H_
+
+#include <poll.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/guest_memory.h"
+#include "schema/msg.capnp.h"
+
+namespace hv::devproc {
+
+struct RangeSpec {
+  msg::AddressSpace space;
+  uint64_t base;
+  uint64_t length;
+  bool posted_writes = true;
+};
+
+// What the runtime offers a device model. All calls are from the loop thread.
+class DeviceContext {
+ public:
+  virtual ~DeviceContext() = default;
+  // Runs `on_ready` when `fd` has any of `events`; events 0 pauses the watch.
+  virtual void WatchFd(int fd, short events, std::function<void(short revents)> on_ready) = 0;
+  virtual void SetFdEvents(int fd, short events) = 0;
+  virtual void UnwatchFd(int fd) = 0;
+  // Ends the VM (the guest powered off or reported a failure through this device).
+  virtual void GuestExit(msg::ExitReason reason, uint32_t status, const std::string& detail) = 0;
+  // A backend fd the broker handed over under `name` ("com1.in", "disk", ...).
+  virtual absl::StatusOr<int> NamedFd(std::string_view name) const = 0;
+  virtual const GuestMemory& memory() const = 0;
+  virtual const std::string& name() const = 0;
+};
+
+class DeviceModel {
+ public:
+  virtual ~DeviceModel() = default;
+  // Called once; returns the ranges the core forwards to this device.
+  virtual absl::StatusOr<std::vector<RangeSpec>> Configure(
+      DeviceContext& context, msg::ConfigureDevice::Reader config) = 0;
+  virtual uint64_t Read(msg::AddressSpace space, uint64_t addr, uint8_t size) = 0;
+  virtual void Write(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t value) = 0;
+};
+
+// Parses `--ctl ENDPOINT --name NAME`, runs the device until the broker says stop.
+// Returns the process's exit status.
+int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceModel> model);
+
+}  // namespace hv::devproc
+
+#endif  // HV_DEVPROC_RUNTIME_DEVICE_RUNTIME_H_

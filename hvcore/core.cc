@@ -1,0 +1,333 @@
+#include "hvcore/core.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "hvcore/memory_map.h"
+#include "hvcore/pvh_loader.h"
+
+namespace hv {
+namespace {
+
+// Interrupts KVM_RUN when a vCPU must stop; the handler itself does nothing.
+constexpr int kKickSignal = SIGUSR1;
+void OnKick(int) {}
+
+// Where Intel's VMX wants its private pages: inside the PCI hole, out of the way.
+constexpr uint64_t kIdentityMapAddr = 0xfeffc000;
+constexpr uint64_t kTssAddr = 0xfeffd000;
+
+kvm_segment FlatSegment(uint16_t selector, uint8_t type, bool code) {
+  kvm_segment s = {};
+  s.base = 0;
+  s.limit = 0xffffffff;
+  s.selector = selector;
+  s.type = type;
+  s.present = 1;
+  s.dpl = 0;
+  s.db = 1;
+  s.s = 1;
+  s.l = 0;
+  s.g = 1;
+  (void)code;
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Core>> Core::Create(msg::ConfigureCore::Reader config,
+                                                   ExitSink sink) {
+  std::unique_ptr<Core> core(new Core(std::move(sink)));
+  if (auto s = core->Build(config); !s.ok()) return s;
+  return core;
+}
+
+Core::~Core() {
+  Stop();
+  for (auto& d : devices_) {
+    if (d.base != nullptr) munmap(d.base, d.bytes);
+  }
+}
+
+absl::Status Core::Build(msg::ConfigureCore::Reader config) {
+  auto kvm = kvm::Kvm::Open();
+  if (!kvm.ok()) return kvm.status();
+  kvm_ = std::move(*kvm);
+  if (auto s = kvm_->RequireExtensions({{KVM_CAP_IRQCHIP, "IRQCHIP"},
+                                        {KVM_CAP_USER_MEMORY, "USER_MEMORY"},
+                                        {KVM_CAP_IRQFD, "IRQFD"},
+                                        {KVM_CAP_IOEVENTFD, "IOEVENTFD"},
+                                        {KVM_CAP_PIT2, "PIT2"}});
+      !s.ok()) {
+    return s;
+  }
+  auto vm = kvm_->CreateVm();
+  if (!vm.ok()) return vm.status();
+  vm_ = std::move(*vm);
+  // Not every KVM flavour needs these; failures are harmless where it doesn't.
+  (void)vm_->SetIdentityMapAddr(kIdentityMapAddr);
+  (void)vm_->SetTssAddr(kTssAddr);
+  if (auto s = vm_->CreateIrqchip(); !s.ok()) return s;
+  if (auto s = vm_->CreatePit2(); !s.ok()) return s;
+
+  std::vector<GuestRamRegion> regions;
+  for (auto r : config.getRam()) regions.push_back({r.getGpa(), r.getSize(), r.getOffset()});
+  auto ram = GuestMemory::Map(config.getRamFd(), config.getRamSize(), regions);
+  if (!ram.ok()) return ram.status();
+  ram_ = std::move(*ram);
+  for (size_t i = 0; i < regions.size(); ++i) {
+    if (auto s = vm_->SetUserMemoryRegion(i, regions[i].gpa, regions[i].size,
+                                          ram_->host_base() + regions[i].offset);
+        !s.ok()) {
+      return s;
+    }
+  }
+
+  auto vmcfg = config.getVm();
+  uint32_t ncpus = vmcfg.getCpus();
+  for (auto dev : config.getDevices()) {
+    DeviceChannel ch;
+    ch.name = dev.getName();
+    ch.bytes = ExitChannelBytes(ncpus);
+    ch.base = mmap(nullptr, ch.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, dev.getChannelFd(), 0);
+    if (ch.base == MAP_FAILED) {
+      ch.base = nullptr;
+      return ErrnoStatus(absl::StrCat("mmap exit channel of ", ch.name));
+    }
+    ch.doorbell_fd = dev.getDoorbellFd();
+    devices_.push_back(std::move(ch));
+  }
+  // Names live in devices_, which no longer grows.
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    for (auto r : config.getDevices()[i].getRanges()) {
+      if (auto s = dispatch_.Add({r.getSpace(), r.getBase(), r.getLength(),
+                                  static_cast<uint32_t>(i), r.getPostedWrites()},
+                                 devices_[i].name.c_str());
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+
+  // The guest.
+  auto map = BuildMemoryMap(regions);
+  auto boot = LoadPvh(*ram_, config.getKernelFd(), config.getInitrdFd(),
+                      vmcfg.getBoot().getCmdline(), map);
+  if (!boot.ok()) return absl::InvalidArgumentError(absl::StrCat("loading the kernel: ", boot.status().message()));
+
+  auto cpuid = kvm_->SupportedCpuid();
+  if (!cpuid.ok()) return cpuid.status();
+  cpuid_ = std::move(*cpuid);
+  auto mmap_size = kvm_->VcpuMmapSize();
+  if (!mmap_size.ok()) return mmap_size.status();
+  abandon_ = [this] { return stopping_.load(std::memory_order_relaxed); };
+  for (uint32_t id = 0; id < ncpus; ++id) {
+    auto ctx = std::make_unique<VcpuContext>();
+    auto vcpu = vm_->CreateVcpu(id, *mmap_size);
+    if (!vcpu.ok()) return vcpu.status();
+    ctx->vcpu = std::move(*vcpu);
+    for (auto& d : devices_) {
+      auto* header = static_cast<ExitChannelHeader*>(d.base);
+      auto* rings = reinterpret_cast<ExitRing*>(static_cast<uint8_t*>(d.base) + sizeof(*header));
+      ctx->channels.emplace_back(header, &rings[id], d.doorbell_fd);
+    }
+    if (auto s = SetUpVcpu(*ctx, id, boot->entry, boot->start_info); !s.ok()) return s;
+    vcpus_.push_back(std::move(ctx));
+  }
+  HV_INFO("VM built: %u vCPU(s), %llu MiB, %zu device(s), %zu dispatch range(s), entry %#x", ncpus,
+          static_cast<unsigned long long>(config.getRamSize() >> 20), devices_.size(),
+          dispatch_.size(), boot->entry);
+  return absl::OkStatus();
+}
+
+absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, uint32_t entry, uint64_t start_info) {
+  // CPUID as KVM supports it, with this vCPU's APIC id.
+  std::vector<kvm_cpuid_entry2> cpuid = cpuid_;
+  for (auto& e : cpuid) {
+    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffff) | (id << 24);
+    if (e.function == 0xb || e.function == 0x1f) e.edx = id;
+  }
+  if (auto s = ctx.vcpu->SetCpuid(cpuid); !s.ok()) return s;
+
+  kvm_fpu fpu = {};
+  fpu.fcw = 0x37f;
+  fpu.mxcsr = 0x1f80;
+  if (auto s = ctx.vcpu->SetFpu(fpu); !s.ok()) return s;
+  if (id != 0) return absl::OkStatus();  // application processors wait for INIT/SIPI
+
+  // PVH entry state: 32-bit protected mode, paging off, flat segments.
+  auto sregs = ctx.vcpu->GetSregs();
+  if (!sregs.ok()) return sregs.status();
+  sregs->cs = FlatSegment(0x10, 0xb, true);
+  sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3, false);
+  sregs->tr.base = 0;
+  sregs->tr.limit = 0x67;
+  sregs->tr.selector = 0x20;
+  sregs->tr.type = 0xb;  // 32-bit busy TSS
+  sregs->tr.present = 1;
+  sregs->tr.s = 0;
+  sregs->cr0 = 0x11;  // PE | ET
+  sregs->cr3 = 0;
+  sregs->cr4 = 0;
+  sregs->efer = 0;
+  if (auto s = ctx.vcpu->SetSregs(*sregs); !s.ok()) return s;
+  kvm_regs regs = {};
+  regs.rip = entry;
+  regs.rbx = start_info;
+  regs.rflags = 0x2;
+  return ctx.vcpu->SetRegs(regs);
+}
+
+absl::Status Core::Start() {
+  struct sigaction sa = {};
+  sa.sa_handler = OnKick;
+  sigemptyset(&sa.sa_mask);
+  sigaction(kKickSignal, &sa, nullptr);  // no SA_RESTART: KVM_RUN returns EINTR
+  for (auto& ctx : vcpus_) {
+    VcpuContext* raw = ctx.get();
+    ctx->thread = std::thread([this, raw] { VcpuLoop(raw); });
+  }
+  return absl::OkStatus();
+}
+
+void Core::Stop() {
+  stopping_.store(true);
+  for (auto& ctx : vcpus_) {
+    if (!ctx->thread.joinable()) continue;
+    ctx->vcpu->run()->immediate_exit = 1;
+    pthread_kill(ctx->thread.native_handle(), kKickSignal);
+  }
+  for (auto& ctx : vcpus_) {
+    if (ctx->thread.joinable()) ctx->thread.join();
+  }
+}
+
+void Core::Fail(VcpuContext& ctx, msg::ExitReason reason, const std::string& what) {
+  std::string detail =
+      absl::StrFormat("vCPU %u: %s; %s", ctx.vcpu->id(), what, ctx.vcpu->DescribeState());
+  sink_(reason, 0, detail);
+}
+
+void Core::VcpuLoop(VcpuContext* ctx) {
+  pthread_setname_np(pthread_self(), absl::StrCat("vcpu", ctx->vcpu->id()).c_str());
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    absl::Status s = ctx->vcpu->Run();
+    if (absl::IsCancelled(s)) continue;
+    if (!s.ok()) {
+      Fail(*ctx, msg::ExitReason::ERROR, std::string(s.message()));
+      return;
+    }
+    if (!HandleExit(*ctx)) return;
+  }
+}
+
+bool Core::HandleExit(VcpuContext& ctx) {
+  kvm_run* run = ctx.vcpu->run();
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+      return HandlePio(ctx);
+    case KVM_EXIT_MMIO:
+      return HandleMmio(ctx);
+    case KVM_EXIT_INTR:
+      return true;
+    case KVM_EXIT_HLT:
+      Fail(ctx, msg::ExitReason::ERROR, "halted with no way to wake up");
+      return false;
+    case KVM_EXIT_SHUTDOWN:
+      Fail(ctx, msg::ExitReason::TRIPLE_FAULT, "triple fault (KVM_EXIT_SHUTDOWN)");
+      return false;
+    case KVM_EXIT_SYSTEM_EVENT:
+      switch (run->system_event.type) {
+        case KVM_SYSTEM_EVENT_SHUTDOWN:
+          sink_(msg::ExitReason::POWER_OFF, 0, "system event: shutdown");
+          return false;
+        case KVM_SYSTEM_EVENT_RESET:
+          sink_(msg::ExitReason::RESET, 0, "system event: reset");
+          return false;
+        default:
+          Fail(ctx, msg::ExitReason::ERROR,
+               absl::StrCat("system event type ", run->system_event.type));
+          return false;
+      }
+    case KVM_EXIT_INTERNAL_ERROR:
+      Fail(ctx, msg::ExitReason::ERROR,
+           absl::StrCat("KVM internal error, suberror ", run->internal.suberror,
+                        run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+                            ? " (instruction emulation failed)"
+                            : ""));
+      return false;
+    case KVM_EXIT_FAIL_ENTRY:
+      Fail(ctx, msg::ExitReason::ERROR,
+           absl::StrFormat("VM entry failed, reason %#llx",
+                           static_cast<unsigned long long>(
+                               run->fail_entry.hardware_entry_failure_reason)));
+      return false;
+    default:
+      Fail(ctx, msg::ExitReason::ERROR, absl::StrCat("unhandled exit reason ", run->exit_reason));
+      return false;
+  }
+}
+
+bool Core::HandlePio(VcpuContext& ctx) {
+  kvm_run* run = ctx.vcpu->run();
+  auto* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+  bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
+  // String instructions (rep ins/outs) come as `count` consecutive accesses.
+  for (uint32_t i = 0; i < run->io.count; ++i) {
+    if (!Access(ctx, msg::AddressSpace::PIO, run->io.port, run->io.size, is_write,
+                data + i * run->io.size)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Core::HandleMmio(VcpuContext& ctx) {
+  kvm_run* run = ctx.vcpu->run();
+  return Access(ctx, msg::AddressSpace::MMIO, run->mmio.phys_addr, run->mmio.len,
+                run->mmio.is_write != 0, run->mmio.data);
+}
+
+bool Core::Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint32_t size,
+                  bool is_write, uint8_t* data) {
+  if (size == 0 || size > 8) {
+    Fail(ctx, msg::ExitReason::ERROR, absl::StrCat("access of ", size, " bytes"));
+    return false;
+  }
+  const IoRangeOwner* owner = dispatch_.Find(space, addr, size);
+  if (owner == nullptr) {
+    // Nobody decodes it: reads float high, writes vanish, as on a real bus.
+    if (!is_write) memset(data, 0xff, size);
+    if (ctx.unclaimed_accesses++ < 8) {
+      HV_DEBUG("vCPU %u: unclaimed %s %s %#llx/%u", ctx.vcpu->id(),
+               space == msg::AddressSpace::PIO ? "port" : "MMIO", is_write ? "write" : "read",
+               static_cast<unsigned long long>(addr), size);
+    }
+    return true;
+  }
+  ExitChannelClient& channel = ctx.channels[owner->device];
+  if (is_write) {
+    uint64_t value = 0;
+    memcpy(&value, data, size);
+    absl::Status s = channel.PostWrite(space, addr, size, value, abandon_);
+    // A device that went away while the VM stops is not an error of this vCPU.
+    return s.ok() || !stopping_.load();
+  }
+  auto value = channel.Read(space, addr, size, abandon_);
+  if (!value.ok()) {
+    if (stopping_.load()) return false;
+    Fail(ctx, msg::ExitReason::ERROR,
+         absl::StrCat(devices_[owner->device].name, ": ", value.status().message()));
+    return false;
+  }
+  memcpy(data, &*value, size);
+  return true;
+}
+
+}  // namespace hv

@@ -1,0 +1,76 @@
+// The VM inside hvcore: the KVM VM and vCPUs, guest RAM, the loaded guest, and
+// the vCPU loops that dispatch port and MMIO exits to device processes.
+#ifndef HV_HVCORE_CORE_H_
+#define HV_HVCORE_CORE_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/exit_channel.h"
+#include "common/guest_memory.h"
+#include "hvcore/io_dispatch.h"
+#include "kdriver/kvm.h"
+#include "schema/msg.capnp.h"
+
+namespace hv {
+
+class Core {
+ public:
+  // Called from vCPU threads when the guest ends the VM or a vCPU fails.
+  using ExitSink = std::function<void(msg::ExitReason reason, uint32_t status, std::string detail)>;
+
+  static absl::StatusOr<std::unique_ptr<Core>> Create(msg::ConfigureCore::Reader config,
+                                                      ExitSink sink);
+  ~Core();
+
+  absl::Status Start();
+  // Stops every vCPU (a vCPU waiting on a device gives up) and joins the threads.
+  void Stop();
+
+ private:
+  struct DeviceChannel {
+    std::string name;
+    void* base = nullptr;
+    size_t bytes = 0;
+    int doorbell_fd = -1;
+  };
+  struct VcpuContext {
+    std::unique_ptr<kvm::Vcpu> vcpu;
+    std::vector<ExitChannelClient> channels;  // one per device
+    std::thread thread;
+    uint64_t unclaimed_accesses = 0;
+  };
+
+  explicit Core(ExitSink sink) : sink_(std::move(sink)) {}
+  absl::Status Build(msg::ConfigureCore::Reader config);
+  absl::Status SetUpVcpu(VcpuContext& ctx, uint32_t id, uint32_t entry, uint64_t start_info);
+  void VcpuLoop(VcpuContext* ctx);
+  // Returns false when the vCPU must stop.
+  bool HandleExit(VcpuContext& ctx);
+  bool HandlePio(VcpuContext& ctx);
+  bool HandleMmio(VcpuContext& ctx);
+  // One access of `size` bytes to a device or to nobody; `data` in/out.
+  bool Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint32_t size,
+              bool is_write, uint8_t* data);
+  void Fail(VcpuContext& ctx, msg::ExitReason reason, const std::string& what);
+
+  ExitSink sink_;
+  std::unique_ptr<kvm::Kvm> kvm_;
+  std::unique_ptr<kvm::Vm> vm_;
+  std::unique_ptr<GuestMemory> ram_;
+  IoDispatch dispatch_;
+  std::vector<DeviceChannel> devices_;
+  std::vector<std::unique_ptr<VcpuContext>> vcpus_;
+  std::vector<kvm_cpuid_entry2> cpuid_;
+  std::atomic<bool> stopping_{false};
+  std::function<bool()> abandon_;
+};
+
+}  // namespace hv
+
+#endif  // HV_HVCORE_CORE_H_

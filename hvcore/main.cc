@@ -1,0 +1,168 @@
+// hvcore: the only process that holds /dev/kvm. Spawned by hvbroker, which hands
+// it guest RAM, the kernel and every device's exit channel as inherited fds and
+// describes them in a ConfigureCore message.
+//
+//   hvcore --ctl ENDPOINT
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <deque>
+#include <mutex>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/zmq_msg.h"
+#include "hvcore/core.h"
+
+namespace hv {
+namespace {
+
+// Exits reported by vCPU threads, handed to the main thread (which owns the socket).
+class ExitQueue {
+ public:
+  ExitQueue() : efd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  int fd() const { return efd_.get(); }
+  void Push(msg::ExitReason reason, uint32_t status, std::string detail) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      items_.push_back({reason, status, std::move(detail)});
+    }
+    uint64_t one = 1;
+    ssize_t ignored = write(efd_.get(), &one, sizeof(one));
+    (void)ignored;
+  }
+  struct Item {
+    msg::ExitReason reason;
+    uint32_t status;
+    std::string detail;
+  };
+  std::deque<Item> Take() {
+    uint64_t count;
+    ssize_t ignored = read(efd_.get(), &count, sizeof(count));
+    (void)ignored;
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(items_, {});
+  }
+
+ private:
+  Fd efd_;
+  std::mutex mu_;
+  std::deque<Item> items_;
+};
+
+absl::Status SendExit(zmq::socket_t& socket, msg::ExitReason reason, uint32_t status,
+                      const std::string& detail) {
+  capnp::MallocMessageBuilder b;
+  auto exit = b.initRoot<msg::Message>().initGuestExit();
+  exit.setReason(reason);
+  exit.setStatus(status);
+  exit.setDetail(detail);
+  return SendToPeer(socket, b);
+}
+
+int Run(const std::string& endpoint) {
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::routing_id, "core");
+  socket.set(zmq::sockopt::linger, 1000);
+  socket.connect(endpoint);
+  {
+    capnp::MallocMessageBuilder b;
+    auto hello = b.initRoot<msg::Message>().initHello();
+    hello.setRole("core");
+    hello.setPid(getpid());
+    if (auto s = SendToPeer(socket, b); !s.ok()) {
+      HV_ERROR("%s", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  ExitQueue exits;
+  std::unique_ptr<Core> core;
+  for (;;) {
+    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, exits.fd(), ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, std::chrono::milliseconds(-1));
+    if (items[1].revents & ZMQ_POLLIN) {
+      for (auto& e : exits.Take()) {
+        if (auto s = SendExit(socket, e.reason, e.status, e.detail); !s.ok()) {
+          HV_ERROR("cannot report a guest exit: %s", std::string(s.message()).c_str());
+        }
+      }
+    }
+    if (!(items[0].revents & ZMQ_POLLIN)) continue;
+    zmq::message_t bytes;
+    if (!socket.recv(bytes, zmq::recv_flags::none)) continue;
+    ReceivedMessage received(std::move(bytes));
+    if (!received.ok()) {
+      HV_ERROR("bad message from the broker: %s", received.error().c_str());
+      continue;
+    }
+    auto m = received.get();
+    switch (m.which()) {
+      case msg::Message::CONFIGURE_CORE: {
+        auto created = Core::Create(m.getConfigureCore(),
+                                    [&exits](msg::ExitReason r, uint32_t st, std::string d) {
+                                      exits.Push(r, st, std::move(d));
+                                    });
+        if (!created.ok()) {
+          std::string why(created.status().message());
+          HV_ERROR("cannot build the VM: %s", why.c_str());
+          (void)SendExit(socket, msg::ExitReason::ERROR, 0, why);
+          return 1;
+        }
+        core = std::move(*created);
+        capnp::MallocMessageBuilder b;
+        b.initRoot<msg::Message>().setCoreReady();
+        (void)SendToPeer(socket, b);
+        break;
+      }
+      case msg::Message::START:
+        if (core == nullptr) {
+          HV_ERROR("start before configure");
+          return 1;
+        }
+        (void)core->Start();
+        break;
+      case msg::Message::SHUTDOWN:
+        if (core != nullptr) core->Stop();
+        return 0;
+      default:
+        HV_WARN("unexpected message %d from the broker", static_cast<int>(m.which()));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hv
+
+int main(int argc, char** argv) {
+  hv::SetLogTag("hvcore");
+  hv::InitLogLevelFromEnv();
+  // Never outlive the broker.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::string endpoint;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--ctl" && i + 1 < argc) {
+      endpoint = argv[++i];
+    } else if (arg == "--help" || arg == "-h") {
+      fprintf(stdout,
+              "usage: hvcore --ctl ENDPOINT\n"
+              "The VM's core process; hvbroker starts it. Not meant to be run by hand.\n");
+      return 0;
+    } else {
+      fprintf(stderr, "hvcore: unknown argument '%s' (see --help)\n", arg.c_str());
+      return 2;
+    }
+  }
+  if (endpoint.empty()) {
+    fprintf(stderr, "hvcore: --ctl ENDPOINT is required (hvcore is started by hvbroker)\n");
+    return 2;
+  }
+  if (getppid() == 1) return 1;  // the broker is already gone
+  return hv::Run(endpoint);
+}

@@ -1,0 +1,111 @@
+# Messages between hvbroker, hvcore and the device processes.
+#
+# Control messages travel over ZeroMQ (a DEALER per process, the broker's ROUTER)
+# as one Message each. Register accesses forwarded from a vCPU (the hot path) do
+# not: they are IoRequest structs in a per-vCPU shared-memory ring (common/exit_channel.h).
+@0xc950c0a93622fd3b;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("hv::msg");
+
+using Vm = import "vm.capnp";
+
+enum AddressSpace {
+  pio @0;    # x86 port I/O
+  mmio @1;   # memory-mapped I/O
+}
+
+# A guest-physical or port range a device owns. The core dispatches accesses in it
+# to that device's exit channel.
+struct Range {
+  space @0 :AddressSpace;
+  base @1 :UInt64;
+  length @2 :UInt64;
+  postedWrites @3 :Bool = true;  # a write need not wait for the device
+}
+
+# A region of guest RAM: guest-physical address, size, offset in the RAM memfd.
+struct RamRegion {
+  gpa @0 :UInt64;
+  size @1 :UInt64;
+  offset @2 :UInt64;
+}
+
+# One forwarded register access: the layout of every exit-channel slot.
+struct IoRequest {
+  seq @0 :UInt32;       # per-channel sequence number; a read's reply carries it back
+  space @1 :AddressSpace;
+  isWrite @2 :Bool;
+  size @3 :UInt8;       # 1, 2, 4 or 8 bytes
+  addr @4 :UInt64;
+  data @5 :UInt64;      # the written value (writes)
+}
+
+enum ExitReason {
+  powerOff @0;     # the guest powered off
+  reset @1;        # the guest asked for a reset
+  tripleFault @2;  # the vCPU shut down (triple fault)
+  error @3;        # hv failed (internal error, unhandled exit)
+  stopped @4;      # stopped by the user
+}
+
+struct DeviceInfo {
+  name @0 :Text;
+  ranges @1 :List(Range);
+  channelFd @2 :Int32;    # the device's exit-channel memfd, as inherited by the core
+  doorbellFd @3 :Int32;   # its doorbell eventfd
+}
+
+struct Message {
+  union {
+    # process -> broker
+    hello @0 :Hello;              # first message of every child
+    deviceReady @1 :List(Range);  # a device has configured itself; these are its ranges
+    coreReady @2 :Void;           # the core has built the VM and loaded the guest
+    guestExit @3 :GuestExit;      # the guest (or a vCPU) ended the VM
+    # broker -> process
+    configureDevice @4 :ConfigureDevice;
+    configureCore @5 :ConfigureCore;
+    start @6 :Void;               # run the vCPUs
+    shutdown @7 :Void;            # stop and exit
+  }
+}
+
+struct Hello {
+  role @0 :Text;   # "core" or the device's name
+  pid @1 :Int32;
+}
+
+struct GuestExit {
+  reason @0 :ExitReason;
+  status @1 :UInt32;   # the guest's power-off status (debug-exit value)
+  detail @2 :Text;     # for people: which vCPU, which exit, registers
+}
+
+# A file descriptor the receiver inherited at spawn, and what it is for.
+struct NamedFd {
+  name @0 :Text;    # e.g. "com1.in", "com1.out", "disk"
+  fd @1 :Int32;
+}
+
+struct ConfigureDevice {
+  device @0 :Vm.Device;
+  lpc @1 :Vm.Lpc;           # for the lpc device
+  ram @2 :List(RamRegion);
+  ramSize @3 :UInt64;       # the memfd's size
+  vcpus @4 :UInt16;
+  ramFd @5 :Int32;          # guest RAM memfd (inherited)
+  channelFd @6 :Int32;      # this device's exit-channel memfd (inherited)
+  doorbellFd @7 :Int32;     # its doorbell eventfd (inherited)
+  fds @8 :List(NamedFd);    # backend fds (inherited)
+}
+
+struct ConfigureCore {
+  vm @0 :Vm.Vm;
+  ram @1 :List(RamRegion);
+  ramSize @2 :UInt64;
+  kernelFd @3 :Int32;       # inherited, opened by the broker
+  initrdFd @4 :Int32 = -1;
+  devices @5 :List(DeviceInfo);
+  ramFd @6 :Int32;          # guest RAM memfd (inherited)
+}
