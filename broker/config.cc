@@ -327,6 +327,13 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
     }
     std::string name = d.hasName() ? std::string(d.getName())
                                     : absl::StrCat(emulation, "@", d.getSlot(), ".", d.getFunction());
+    bool at_host_bridge = d.getSlot() == 0 && d.getFunction() == 0;
+    if ((emulation == "hostbridge" || emulation == "amd_hostbridge") != at_host_bridge) {
+      check.Error(at + ".slot", at_host_bridge
+                                    ? "slot 0 function 0 is the host bridge"
+                                    : "the host bridge can only be at slot 0 function 0");
+      continue;
+    }
     if (emulation == "lpc") {
       if (lpc_index >= 0) {
         check.Error(at + ".emulation", absl::StrCat("a second lpc device (the first is devices[",
@@ -364,7 +371,10 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
       check.Error(at + ".stdio", "only one COM port can use stdio");
     }
     if (serials[i].isSocket()) {
-      check.Error(at + ".socket", "the socket backend is not supported yet");
+      std::string path = serials[i].getSocket();
+      if (path.empty() || path.size() >= 108) {
+        check.Error(at + ".socket", "a socket path of 1 to 107 bytes");
+      }
     }
   }
   if (!check.ok()) return check.ToStatus();

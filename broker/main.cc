@@ -40,6 +40,7 @@ Exit status of `up`:
   5  stopped by SIGINT or SIGTERM
   6  the guest wrote a non-zero status to the debug exit port 0xf4
   7  hv failed while running (KVM internal error, unhandled exit)
+  8  the guest kernel panicked (pvpanic); the message shows its last console lines
 
 Environment:
   HV_LOG=debug        more messages on stderr

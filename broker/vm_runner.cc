@@ -7,6 +7,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -39,6 +41,14 @@ struct Process {
   bool ready = false;
   Fd channel;   // device: its exit-channel memfd
   Fd doorbell;  // device: its doorbell eventfd
+  // device: backend fds it inherits, by name ("com1.listen"); stdio is passed as 0/1.
+  std::vector<std::pair<std::string, Fd>> backend_fds;
+  struct Irq {
+    uint32_t gsi;
+    Fd fd;
+    Fd resample;  // level-triggered lines only
+  };
+  std::vector<Irq> irqs;  // device: the interrupt lines it raises
   std::vector<msg::Range::Reader> ranges;  // device: what it asked the core to forward
   capnp::MallocMessageBuilder ranges_message;
 };
@@ -64,6 +74,31 @@ class TerminalMode {
   bool active_ = false;
 };
 
+// A listening Unix socket at `path` (bhyve's -l com1,socket,PATH), owner-only.
+absl::StatusOr<Fd> ListenUnix(const std::string& path) {
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path too long: ", path));
+  }
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::AlreadyExistsError(absl::StrCat(path, " exists and is not a socket"));
+    }
+    unlink(path.c_str());  // a stale socket from an earlier run
+  }
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus("socket");
+  mode_t old = umask(0077);
+  int r = bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  umask(old);
+  if (r != 0) return ErrnoStatus("bind " + path);
+  if (listen(fd.get(), 1) != 0) return ErrnoStatus("listen " + path);
+  return fd;
+}
+
 class VmRunner {
  public:
   VmRunner(VmConfig config, const RunOptions& options)
@@ -75,6 +110,9 @@ class VmRunner {
   absl::Status Prepare();
   absl::Status CreateRuntimeDir();
   absl::Status SpawnAll();
+  absl::Status PrepareLpc(Process& p);
+  // A device may claim config space only at its own slot and function.
+  absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
   void SendConfigureDevice(Process& p);
   void MaybeConfigureCore();
@@ -98,6 +136,7 @@ class VmRunner {
   std::vector<std::unique_ptr<Process>> processes_;
   Fd signals_;
   TerminalMode terminal_;
+  std::vector<std::string> socket_paths_;  // COM sockets to remove at the end
 
   bool core_configured_ = false;
   bool started_ = false;
@@ -106,6 +145,7 @@ class VmRunner {
 };
 
 VmRunner::~VmRunner() {
+  for (const auto& path : socket_paths_) unlink(path.c_str());
   if (!runtime_dir_.empty()) {
     unlink((runtime_dir_ + "/broker.ctl").c_str());
     unlink((runtime_dir_ + "/lock").c_str());
@@ -206,6 +246,9 @@ absl::Status VmRunner::Prepare() {
     munmap(base, bytes);
     p->doorbell.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!p->doorbell.valid()) return ErrnoStatus("eventfd");
+    if (d.kind == DeviceProcessKind::kLpc) {
+      if (auto s = PrepareLpc(*p); !s.ok()) return s;
+    }
     processes_.push_back(std::move(p));
   }
   auto core = std::make_unique<Process>();
@@ -213,6 +256,38 @@ absl::Status VmRunner::Prepare() {
   core->is_core = true;
   processes_.push_back(std::move(core));
   return SpawnAll();
+}
+
+// The lpc's ISA interrupt lines (keyboard, COM2/4, COM1/3, RTC, SCI, mouse) and
+// its COM sockets.
+absl::Status VmRunner::PrepareLpc(Process& p) {
+  struct IsaIrq {
+    uint32_t irq;
+    bool level;
+  };
+  for (IsaIrq line : {IsaIrq{1, false}, IsaIrq{3, false}, IsaIrq{4, false}, IsaIrq{8, false},
+                      IsaIrq{9, true}, IsaIrq{12, false}}) {
+    Process::Irq irq;
+    irq.gsi = line.irq;
+    irq.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!irq.fd.valid()) return ErrnoStatus("eventfd");
+    if (line.level) {
+      irq.resample.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!irq.resample.valid()) return ErrnoStatus("eventfd");
+    }
+    p.irqs.push_back(std::move(irq));
+  }
+  auto lpc = config_.vm().getLpc();
+  schema::Serial::Reader serials[] = {lpc.getCom1(), lpc.getCom2(), lpc.getCom3(), lpc.getCom4()};
+  for (int i = 0; i < 4; ++i) {
+    if (!serials[i].isSocket()) continue;
+    std::string path = serials[i].getSocket();
+    auto fd = ListenUnix(path);
+    if (!fd.ok()) return fd.status();
+    socket_paths_.push_back(path);
+    p.backend_fds.push_back({absl::StrCat("com", i + 1, ".listen"), std::move(*fd)});
+  }
+  return absl::OkStatus();
 }
 
 absl::Status VmRunner::SpawnAll() {
@@ -229,6 +304,10 @@ absl::Status VmRunner::SpawnAll() {
         if (d->is_core) continue;
         keep.push_back(d->channel.get());
         keep.push_back(d->doorbell.get());
+        for (auto& irq : d->irqs) {
+          keep.push_back(irq.fd.get());
+          if (irq.resample.valid()) keep.push_back(irq.resample.get());
+        }
       }
     } else {
       auto found = FindExecutable("devproc/lpc/hv-lpc");
@@ -236,6 +315,11 @@ absl::Status VmRunner::SpawnAll() {
       path = *found;
       keep.push_back(p->channel.get());
       keep.push_back(p->doorbell.get());
+      for (auto& irq : p->irqs) {
+        keep.push_back(irq.fd.get());
+        if (irq.resample.valid()) keep.push_back(irq.resample.get());
+      }
+      for (auto& [name, fd] : p->backend_fds) keep.push_back(fd.get());
     }
     std::vector<std::string> args = {"--ctl", endpoint_};
     if (!p->is_core) {
@@ -267,16 +351,23 @@ void VmRunner::SendConfigureDevice(Process& p) {
   c.setRamFd(ram_.get());
   c.setChannelFd(p.channel.get());
   c.setDoorbellFd(p.doorbell.get());
+  std::vector<std::pair<std::string, int>> fds;
+  for (auto& [name, fd] : p.backend_fds) fds.push_back({name, fd.get()});
+  for (auto& irq : p.irqs) {
+    fds.push_back({absl::StrCat("irq", irq.gsi), irq.fd.get()});
+    if (irq.resample.valid()) fds.push_back({absl::StrCat("irq", irq.gsi, ".resample"), irq.resample.get()});
+  }
   if (p.device->kind == DeviceProcessKind::kLpc) {
     // A COM port on stdio: the broker's own stdin and stdout, inherited.
     schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
                                         vm.getLpc().getCom3(), vm.getLpc().getCom4()};
-    std::vector<std::pair<std::string, int>> fds;
     for (int i = 0; i < 4; ++i) {
       if (!serials[i].isStdio()) continue;
       fds.push_back({absl::StrCat("com", i + 1, ".in"), STDIN_FILENO});
       fds.push_back({absl::StrCat("com", i + 1, ".out"), STDOUT_FILENO});
     }
+  }
+  {
     auto list = c.initFds(fds.size());
     for (size_t i = 0; i < fds.size(); ++i) {
       list[i].setName(fds[i].first);
@@ -322,6 +413,16 @@ void VmRunner::MaybeConfigureCore() {
       ranges.setWithCaveats(r, p->ranges[r]);
     }
   }
+  std::vector<const Process::Irq*> irqs;
+  for (auto& p : processes_) {
+    for (auto& irq : p->irqs) irqs.push_back(&irq);
+  }
+  auto lines = c.initIrqLines(irqs.size());
+  for (size_t k = 0; k < irqs.size(); ++k) {
+    lines[k].setGsi(irqs[k]->gsi);
+    lines[k].setFd(irqs[k]->fd.get());
+    lines[k].setResampleFd(irqs[k]->resample.valid() ? irqs[k]->resample.get() : -1);
+  }
   core_configured_ = true;
   if (auto s = SendToIdentity(router_, "core", b); !s.ok()) {
     BeginStop(kExitStartFailed, std::string(s.message()));
@@ -351,7 +452,13 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
       p->ranges_message.setRoot(m);  // a copy that outlives the received bytes
       auto kept = p->ranges_message.getRoot<msg::Message>().asReader().getDeviceReady();
       p->ranges.clear();
-      for (auto r : kept) p->ranges.push_back(r);
+      for (auto r : kept) {
+        if (auto s = CheckRange(*p, r); !s.ok()) {
+          BeginStop(kExitStartFailed, std::string(s.message()));
+          return;
+        }
+        p->ranges.push_back(r);
+      }
       p->ready = true;
       MaybeConfigureCore();
       break;
@@ -382,6 +489,9 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
         case msg::ExitReason::RESET:
           BeginStop(kExitReset, "the guest asked for a reset");
           break;
+        case msg::ExitReason::PANIC:
+          BeginStop(kExitGuestPanic, detail);
+          break;
         case msg::ExitReason::TRIPLE_FAULT:
           BeginStop(kExitTripleFault, absl::StrCat("the guest triple-faulted: ", detail));
           break;
@@ -394,6 +504,18 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
     default:
       HV_WARN("unexpected message %d from %s", static_cast<int>(m.which()), from.c_str());
   }
+}
+
+absl::Status VmRunner::CheckRange(const Process& p, msg::Range::Reader range) {
+  if (range.getSpace() != msg::AddressSpace::PCI_CONFIG) return absl::OkStatus();
+  auto d = config_.vm().getDevices()[p.device->device_index];
+  uint64_t own = (uint64_t{d.getSlot()} << 15) | (uint64_t{d.getFunction()} << 12);
+  if (range.getBase() != own || range.getLength() != 4096) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        p.name, " claimed PCI config space it does not own (", range.getBase(), "+",
+        range.getLength(), ")"));
+  }
+  return absl::OkStatus();
 }
 
 void VmRunner::BeginStop(int code, const std::string& why) {

@@ -20,6 +20,7 @@ enum ExitCode : int {
   kExitStopped = 5,         // stopped by SIGINT/SIGTERM
   kExitGuestFailure = 6,    // the guest powered off with a non-zero status
   kExitRuntimeError = 7,    // hv failed while running (KVM error, unhandled exit)
+  kExitGuestPanic = 8,      // the guest kernel panicked (pvpanic); the message has its last words
 };
 
 struct RunOptions {

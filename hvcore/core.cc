@@ -9,6 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "common/fd.h"
+#include "hvcore/boot_layout.h"
+#include "hvcore/linux_loader.h"
 #include "hvcore/memory_map.h"
 #include "hvcore/pvh_loader.h"
 
@@ -115,11 +118,11 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
     }
   }
 
-  // The guest.
-  auto map = BuildMemoryMap(regions);
-  auto boot = LoadPvh(*ram_, config.getKernelFd(), config.getInitrdFd(),
-                      vmcfg.getBoot().getCmdline(), map);
-  if (!boot.ok()) return absl::InvalidArgumentError(absl::StrCat("loading the kernel: ", boot.status().message()));
+  if (auto st = SetUpInterrupts(config); !st.ok()) return st;
+  auto boot = LoadGuest(config, regions);
+  if (!boot.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("loading the kernel: ", boot.status().message()));
+  }
 
   auto cpuid = kvm_->SupportedCpuid();
   if (!cpuid.ok()) return cpuid.status();
@@ -137,16 +140,72 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
       auto* rings = reinterpret_cast<ExitRing*>(static_cast<uint8_t*>(d.base) + sizeof(*header));
       ctx->channels.emplace_back(header, &rings[id], d.doorbell_fd);
     }
-    if (auto s = SetUpVcpu(*ctx, id, boot->entry, boot->start_info); !s.ok()) return s;
+    if (auto s = SetUpVcpu(*ctx, id, *boot); !s.ok()) return s;
     vcpus_.push_back(std::move(ctx));
   }
-  HV_INFO("VM built: %u vCPU(s), %llu MiB, %zu device(s), %zu dispatch range(s), entry %#x", ncpus,
-          static_cast<unsigned long long>(config.getRamSize() >> 20), devices_.size(),
-          dispatch_.size(), boot->entry);
+  HV_DEBUG("VM built: %u vCPU(s), %llu MiB, %zu device(s), %zu dispatch range(s), %s entry %#llx",
+           ncpus, static_cast<unsigned long long>(config.getRamSize() >> 20), devices_.size(),
+           dispatch_.size(), boot->long_mode ? "Linux 64-bit" : "PVH",
+           static_cast<unsigned long long>(boot->rip));
   return absl::OkStatus();
 }
 
-absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, uint32_t entry, uint64_t start_info) {
+absl::Status Core::SetUpInterrupts(msg::ConfigureCore::Reader config) {
+  // As on a PC: ISA IRQ n on PIC pin n and IOAPIC pin n, except the timer (IRQ 0),
+  // which reaches IOAPIC pin 2 (the MADT says so with an interrupt source override).
+  // GSIs 16-23 are IOAPIC-only: PCI INTx.
+  std::vector<kvm::GsiRoute> routes;
+  for (uint32_t gsi = 0; gsi < 24; ++gsi) {
+    if (gsi < 16) {
+      routes.push_back({kvm::GsiRoute::Kind::kIrqchip, gsi,
+                        gsi < 8 ? uint32_t{KVM_IRQCHIP_PIC_MASTER} : uint32_t{KVM_IRQCHIP_PIC_SLAVE},
+                        gsi % 8});
+    }
+    if (gsi == 2) continue;  // the cascade: IOAPIC pin 2 belongs to the timer
+    routes.push_back({kvm::GsiRoute::Kind::kIrqchip, gsi, KVM_IRQCHIP_IOAPIC, gsi == 0 ? 2u : gsi});
+  }
+  if (auto s = vm_->SetGsiRouting(routes); !s.ok()) return s;
+  for (auto line : config.getIrqLines()) {
+    if (line.getGsi() >= 24) {
+      return absl::InvalidArgumentError(absl::StrCat("IRQ line on GSI ", line.getGsi()));
+    }
+    if (auto s = vm_->AssignIrqfd(line.getFd(), line.getGsi(), line.getResampleFd()); !s.ok()) {
+      return absl::InternalError(absl::StrCat("irqfd for GSI ", line.getGsi(), ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Core::BootState> Core::LoadGuest(msg::ConfigureCore::Reader config,
+                                                const std::vector<GuestRamRegion>& regions) {
+  uint8_t header[1024] = {};
+  ssize_t got = pread(config.getKernelFd(), header, sizeof(header), 0);
+  if (got < 0) return ErrnoStatus("read kernel");
+  auto map = BuildMemoryMap(regions);
+  std::string cmdline = config.getVm().getBoot().getCmdline();
+  BootState state;
+  if (LooksLikeElf(header, got)) {
+    auto boot = LoadPvh(*ram_, config.getKernelFd(), config.getInitrdFd(), cmdline, map);
+    if (!boot.ok()) return boot.status();
+    state.rip = boot->entry;
+    state.rbx = boot->start_info;
+    return state;
+  }
+  if (LooksLikeBzImage(header, got)) {
+    auto boot = LoadLinux(*ram_, config.getKernelFd(), config.getInitrdFd(), cmdline, map, 0);
+    if (!boot.ok()) return boot.status();
+    state.long_mode = true;
+    state.rip = boot->entry;
+    state.rsi = boot->boot_params;
+    state.cr3 = boot->page_tables;
+    state.gdt = boot->gdt;
+    state.gdt_limit = boot->gdt_limit;
+    return state;
+  }
+  return absl::InvalidArgumentError("the kernel is neither a PVH ELF nor a Linux bzImage");
+}
+
+absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boot) {
   // CPUID as KVM supports it, with this vCPU's APIC id.
   std::vector<kvm_cpuid_entry2> cpuid = cpuid_;
   for (auto& e : cpuid) {
@@ -161,26 +220,41 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, uint32_t entry, uint
   if (auto s = ctx.vcpu->SetFpu(fpu); !s.ok()) return s;
   if (id != 0) return absl::OkStatus();  // application processors wait for INIT/SIPI
 
-  // PVH entry state: 32-bit protected mode, paging off, flat segments.
   auto sregs = ctx.vcpu->GetSregs();
   if (!sregs.ok()) return sregs.status();
-  sregs->cs = FlatSegment(0x10, 0xb, true);
-  sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3, false);
+  kvm_regs regs = {};
+  regs.rip = boot.rip;
+  regs.rflags = 0x2;
+  if (boot.long_mode) {
+    // Linux 64-bit entry: long mode, identity-mapped paging, __BOOT_CS/__BOOT_DS.
+    sregs->cs = FlatSegment(0x10, 0xb, true);
+    sregs->cs.l = 1;
+    sregs->cs.db = 0;
+    sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3, false);
+    sregs->gdt.base = boot.gdt;
+    sregs->gdt.limit = boot.gdt_limit;
+    sregs->cr3 = boot.cr3;
+    sregs->cr4 = 0x20;               // PAE
+    sregs->cr0 = 0x80000011;         // PG | ET | PE
+    sregs->efer = 0x500;             // LME | LMA
+    regs.rsi = boot.rsi;
+  } else {
+    // PVH entry: 32-bit protected mode, paging off, flat segments.
+    sregs->cs = FlatSegment(0x10, 0xb, true);
+    sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3, false);
+    sregs->cr0 = 0x11;  // PE | ET
+    sregs->cr3 = 0;
+    sregs->cr4 = 0;
+    sregs->efer = 0;
+    regs.rbx = boot.rbx;
+  }
   sregs->tr.base = 0;
   sregs->tr.limit = 0x67;
   sregs->tr.selector = 0x20;
-  sregs->tr.type = 0xb;  // 32-bit busy TSS
+  sregs->tr.type = 0xb;  // busy TSS
   sregs->tr.present = 1;
   sregs->tr.s = 0;
-  sregs->cr0 = 0x11;  // PE | ET
-  sregs->cr3 = 0;
-  sregs->cr4 = 0;
-  sregs->efer = 0;
   if (auto s = ctx.vcpu->SetSregs(*sregs); !s.ok()) return s;
-  kvm_regs regs = {};
-  regs.rip = entry;
-  regs.rbx = start_info;
-  regs.rflags = 0x2;
   return ctx.vcpu->SetRegs(regs);
 }
 
@@ -300,6 +374,11 @@ bool Core::Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint
     Fail(ctx, msg::ExitReason::ERROR, absl::StrCat("access of ", size, " bytes"));
     return false;
   }
+  if (space == msg::AddressSpace::PIO &&
+      ((addr == kPciConfigAddressPort && size == 4) ||
+       (addr >= kPciConfigDataPort && addr < kPciConfigDataPort + 4u))) {
+    return PciConfigAccess(ctx, addr, size, is_write, data);
+  }
   const IoRangeOwner* owner = dispatch_.Find(space, addr, size);
   if (owner == nullptr) {
     // Nobody decodes it: reads float high, writes vanish, as on a real bus.
@@ -311,7 +390,45 @@ bool Core::Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint
     }
     return true;
   }
-  ExitChannelClient& channel = ctx.channels[owner->device];
+  return Forward(ctx, *owner, space, addr, size, is_write, data);
+}
+
+bool Core::PciConfigAccess(VcpuContext& ctx, uint32_t port, uint32_t size, bool is_write,
+                           uint8_t* data) {
+  uint32_t value = 0;
+  if (is_write) memcpy(&value, data, size);
+  if (port == kPciConfigAddressPort) {
+    if (is_write) {
+      pci_.WriteAddress(value);
+    } else {
+      value = pci_.ReadAddress();
+      memcpy(data, &value, 4);
+    }
+    return true;
+  }
+  PciConfigTarget t = pci_.Decode(port - kPciConfigDataPort, size);
+  if (t.valid && t.slot == 0 && t.function == 0) {
+    if (is_write) {
+      pci_.WriteBridge(t.reg, size, value);
+    } else {
+      value = pci_.ReadBridge(t.reg, size);
+      memcpy(data, &value, size);
+    }
+    return true;
+  }
+  uint64_t addr = (uint64_t{t.slot} << 15) | (t.function << 12) | t.reg;
+  const IoRangeOwner* owner =
+      t.valid ? dispatch_.Find(msg::AddressSpace::PCI_CONFIG, addr, size) : nullptr;
+  if (owner == nullptr) {
+    if (!is_write) memset(data, 0xff, size);  // no function here: all ones
+    return true;
+  }
+  return Forward(ctx, *owner, msg::AddressSpace::PCI_CONFIG, addr, size, is_write, data);
+}
+
+bool Core::Forward(VcpuContext& ctx, const IoRangeOwner& owner, msg::AddressSpace space,
+                   uint64_t addr, uint32_t size, bool is_write, uint8_t* data) {
+  ExitChannelClient& channel = ctx.channels[owner.device];
   if (is_write) {
     uint64_t value = 0;
     memcpy(&value, data, size);
@@ -323,7 +440,7 @@ bool Core::Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint
   if (!value.ok()) {
     if (stopping_.load()) return false;
     Fail(ctx, msg::ExitReason::ERROR,
-         absl::StrCat(devices_[owner->device].name, ": ", value.status().message()));
+         absl::StrCat(devices_[owner.device].name, ": ", value.status().message()));
     return false;
   }
   memcpy(data, &*value, size);

@@ -14,6 +14,7 @@
 #include "common/exit_channel.h"
 #include "common/guest_memory.h"
 #include "hvcore/io_dispatch.h"
+#include "hvcore/pci_host.h"
 #include "kdriver/kvm.h"
 #include "schema/msg.capnp.h"
 
@@ -48,7 +49,25 @@ class Core {
 
   explicit Core(ExitSink sink) : sink_(std::move(sink)) {}
   absl::Status Build(msg::ConfigureCore::Reader config);
-  absl::Status SetUpVcpu(VcpuContext& ctx, uint32_t id, uint32_t entry, uint64_t start_info);
+  // How the boot vCPU starts: the loader's choice.
+  struct BootState {
+    bool long_mode = false;  // Linux 64-bit entry; else PVH 32-bit
+    uint64_t rip = 0;
+    uint64_t rsi = 0;        // Linux: boot_params
+    uint64_t rbx = 0;        // PVH: start_info
+    uint64_t cr3 = 0;
+    uint64_t gdt = 0;
+    uint16_t gdt_limit = 0;
+  };
+  absl::StatusOr<BootState> LoadGuest(msg::ConfigureCore::Reader config,
+                                      const std::vector<GuestRamRegion>& regions);
+  absl::Status SetUpInterrupts(msg::ConfigureCore::Reader config);
+  absl::Status SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boot);
+  bool PciConfigAccess(VcpuContext& ctx, uint32_t port, uint32_t size, bool is_write,
+                       uint8_t* data);
+  // Sends an access to the device that owns it, through the vCPU's exit channel.
+  bool Forward(VcpuContext& ctx, const IoRangeOwner& owner, msg::AddressSpace space,
+               uint64_t addr, uint32_t size, bool is_write, uint8_t* data);
   void VcpuLoop(VcpuContext* ctx);
   // Returns false when the vCPU must stop.
   bool HandleExit(VcpuContext& ctx);
@@ -64,6 +83,7 @@ class Core {
   std::unique_ptr<kvm::Vm> vm_;
   std::unique_ptr<GuestMemory> ram_;
   IoDispatch dispatch_;
+  PciHost pci_;
   std::vector<DeviceChannel> devices_;
   std::vector<std::unique_ptr<VcpuContext>> vcpus_;
   std::vector<kvm_cpuid_entry2> cpuid_;

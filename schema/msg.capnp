@@ -11,8 +11,9 @@ $Cxx.namespace("hv::msg");
 using Vm = import "vm.capnp";
 
 enum AddressSpace {
-  pio @0;    # x86 port I/O
-  mmio @1;   # memory-mapped I/O
+  pio @0;        # x86 port I/O
+  mmio @1;       # memory-mapped I/O
+  pciConfig @2;  # PCI configuration space of bus 0: address = slot << 15 | function << 12 | register
 }
 
 # A guest-physical or port range a device owns. The core dispatches accesses in it
@@ -47,6 +48,7 @@ enum ExitReason {
   tripleFault @2;  # the vCPU shut down (triple fault)
   error @3;        # hv failed (internal error, unhandled exit)
   stopped @4;      # stopped by the user
+  panic @5;        # the guest kernel panicked (pvpanic)
 }
 
 struct DeviceInfo {
@@ -100,6 +102,13 @@ struct ConfigureDevice {
   fds @8 :List(NamedFd);    # backend fds (inherited)
 }
 
+# An interrupt line a device raises by writing an eventfd (KVM irqfd).
+struct IrqLine {
+  gsi @0 :UInt32;
+  fd @1 :Int32;             # inherited eventfd
+  resampleFd @2 :Int32 = -1; # level-triggered: KVM signals it at EOI
+}
+
 struct ConfigureCore {
   vm @0 :Vm.Vm;
   ram @1 :List(RamRegion);
@@ -108,4 +117,5 @@ struct ConfigureCore {
   initrdFd @4 :Int32 = -1;
   devices @5 :List(DeviceInfo);
   ramFd @6 :Int32;          # guest RAM memfd (inherited)
+  irqLines @7 :List(IrqLine);
 }

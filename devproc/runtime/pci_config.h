@@ -1,0 +1,66 @@
+// A PCI function's configuration space (type 0 header), as a device process
+// holds it: identity, command register, BARs with sizing, interrupt line/pin.
+// Guests read and write it through the core's configuration-cycle routing.
+#ifndef HV_DEVPROC_RUNTIME_PCI_CONFIG_H_
+#define HV_DEVPROC_RUNTIME_PCI_CONFIG_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+
+namespace hv::devproc {
+
+struct PciIdentity {
+  uint16_t vendor = 0;
+  uint16_t device = 0;
+  uint16_t subsystem_vendor = 0;
+  uint16_t subsystem = 0;
+  uint8_t revision = 0;
+  uint32_t class_code = 0;  // class << 16 | subclass << 8 | prog-if
+  bool multifunction = false;
+  uint8_t interrupt_pin = 0;  // 0 none, 1 INTA .. 4 INTD
+};
+
+enum class BarKind { kIo, kMem32, kMem64 };
+
+class PciConfigSpace {
+ public:
+  // Called when the guest places a BAR (or moves it); base is the new address.
+  using BarMovedFn = std::function<void(int bar, uint64_t base)>;
+
+  explicit PciConfigSpace(const PciIdentity& id);
+
+  // Declares BAR `index` (a 64-bit BAR takes index and index + 1). `size` is a power of two.
+  void AddBar(int index, BarKind kind, uint64_t size, bool prefetchable = false);
+  void OnBarMoved(BarMovedFn fn) { bar_moved_ = std::move(fn); }
+
+  uint32_t Read(uint32_t reg, uint32_t size) const;
+  void Write(uint32_t reg, uint32_t size, uint32_t value);
+
+  uint16_t command() const;
+  uint64_t BarAddress(int index) const;
+  bool io_enabled() const { return command() & 0x1; }
+  bool memory_enabled() const { return command() & 0x2; }
+
+  static constexpr uint32_t kSize = 256;
+
+ private:
+  struct Bar {
+    BarKind kind = BarKind::kMem32;
+    uint64_t size = 0;  // 0: unused
+    bool prefetchable = false;
+    bool high_half = false;  // the upper dword of a 64-bit BAR
+  };
+  void WriteByte(uint32_t reg, uint8_t value);
+  void WriteBarDword(int index, uint32_t value);
+  uint32_t Dword(uint32_t reg) const;
+  void SetDword(uint32_t reg, uint32_t v);
+
+  std::array<uint8_t, kSize> bytes_{};
+  std::array<Bar, 6> bars_{};
+  BarMovedFn bar_moved_;
+};
+
+}  // namespace hv::devproc
+
+#endif  // HV_DEVPROC_RUNTIME_PCI_CONFIG_H_

@@ -1,0 +1,102 @@
+#include "devproc/runtime/pci_config.h"
+
+#include <cstdlib>
+
+#include "gtest/gtest.h"
+
+namespace hv::devproc {
+namespace {
+
+PciIdentity TestIdentity() {
+  PciIdentity id;
+  id.vendor = 0x1af4;
+  id.device = 0x1042;
+  id.class_code = 0x010000;
+  id.interrupt_pin = 1;
+  return id;
+}
+
+TEST(PciConfigTest, IdentityIsReadOnly) {
+  PciConfigSpace cfg(TestIdentity());
+  EXPECT_EQ(cfg.Read(0, 4), 0x10421af4u);
+  cfg.Write(0, 4, 0xdeadbeef);
+  EXPECT_EQ(cfg.Read(0, 2), 0x1af4u);
+  EXPECT_EQ(cfg.Read(0x09, 1) | cfg.Read(0x0a, 1) << 8 | cfg.Read(0x0b, 1) << 16, 0x010000u);
+  EXPECT_EQ(cfg.Read(0x3d, 1), 1u);
+}
+
+TEST(PciConfigTest, CommandKeepsOnlyWritableBits) {
+  PciConfigSpace cfg(TestIdentity());
+  cfg.Write(0x04, 2, 0xffff);
+  EXPECT_EQ(cfg.command(), 0x0547);
+  EXPECT_TRUE(cfg.io_enabled());
+  EXPECT_TRUE(cfg.memory_enabled());
+  cfg.Write(0x04, 1, 0x00);
+  EXPECT_FALSE(cfg.memory_enabled());
+}
+
+TEST(PciConfigTest, Mem32BarSizingAndPlacement) {
+  PciConfigSpace cfg(TestIdentity());
+  cfg.AddBar(0, BarKind::kMem32, 0x4000);
+  int moved = -1;
+  uint64_t where = 0;
+  cfg.OnBarMoved([&](int bar, uint64_t base) { moved = bar, where = base; });
+  cfg.Write(0x10, 4, 0xffffffff);
+  EXPECT_EQ(cfg.Read(0x10, 4), 0xffffc000u);  // size 16 KiB, 32-bit, not prefetchable
+  cfg.Write(0x10, 4, 0xfebf0000);
+  EXPECT_EQ(cfg.BarAddress(0), 0xfebf0000u);
+  EXPECT_EQ(moved, 0);
+  EXPECT_EQ(where, 0xfebf0000u);
+}
+
+TEST(PciConfigTest, Mem64BarSpansTwoDwords) {
+  PciConfigSpace cfg(TestIdentity());
+  cfg.AddBar(2, BarKind::kMem64, 0x100000, true);
+  EXPECT_EQ(cfg.Read(0x18, 4), 0xcu);  // 64-bit, prefetchable
+  cfg.Write(0x18, 4, 0xffffffff);
+  cfg.Write(0x1c, 4, 0xffffffff);
+  EXPECT_EQ(cfg.Read(0x18, 4), 0xfff0000cu);
+  EXPECT_EQ(cfg.Read(0x1c, 4), 0xffffffffu);
+  cfg.Write(0x18, 4, 0x00000000);
+  cfg.Write(0x1c, 4, 0x00000008);
+  EXPECT_EQ(cfg.BarAddress(2), 0x800000000ull);
+}
+
+TEST(PciConfigTest, IoBarAndUnimplementedBars) {
+  PciConfigSpace cfg(TestIdentity());
+  cfg.AddBar(1, BarKind::kIo, 0x40);
+  cfg.Write(0x14, 4, 0xffffffff);
+  EXPECT_EQ(cfg.Read(0x14, 4), 0xffffffc1u);
+  cfg.Write(0x14, 4, 0xc040);
+  EXPECT_EQ(cfg.BarAddress(1), 0xc040u);
+  cfg.Write(0x10, 4, 0xffffffff);  // BAR0 is not implemented
+  EXPECT_EQ(cfg.Read(0x10, 4), 0u);
+}
+
+TEST(PciConfigTest, PartialBarWritesMerge) {
+  PciConfigSpace cfg(TestIdentity());
+  cfg.AddBar(0, BarKind::kMem32, 0x1000);
+  cfg.Write(0x10, 4, 0xfe000000);
+  cfg.Write(0x12, 2, 0xfeb0);
+  EXPECT_EQ(cfg.BarAddress(0), 0xfeb00000u);
+}
+
+TEST(PciConfigTest, HostileAccessesStayInBounds) {
+  PciConfigSpace cfg(TestIdentity());
+  cfg.AddBar(0, BarKind::kMem64, 0x1000);
+  srand(1);
+  for (int i = 0; i < 100000; ++i) {
+    uint32_t reg = rand() % 300;
+    uint32_t size = rand() % 6;
+    if (rand() % 2) {
+      cfg.Write(reg, size, rand());
+    } else {
+      (void)cfg.Read(reg, size);
+    }
+  }
+  EXPECT_EQ(cfg.Read(0, 2), 0x1af4u);
+  EXPECT_EQ(cfg.Read(0x100, 4), 0xffffffffu);
+}
+
+}  // namespace
+}  // namespace hv::devproc
