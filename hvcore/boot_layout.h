@@ -15,6 +15,7 @@ inline constexpr uint64_t kCmdline = 0x20000;      // kernel command line
 inline constexpr uint64_t kCmdlineMax = 0x10000;   // 64 KiB, with its NUL
 inline constexpr uint64_t kLowRamEnd = 0xA0000;    // conventional memory ends; VGA/BIOS above
 inline constexpr uint64_t kHighMemory = 0x100000;  // 1 MiB: kernels load here
+inline constexpr uint64_t kAcpiTables = 0xe0000;   // ACPI tables, up to 128 KiB (reserved in e820)
 
 }  // namespace hv::boot
 

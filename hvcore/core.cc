@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/fd.h"
+#include "hvcore/acpi/acpi.h"
 #include "hvcore/boot_layout.h"
 #include "hvcore/linux_loader.h"
 #include "hvcore/memory_map.h"
@@ -150,6 +151,35 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
   return absl::OkStatus();
 }
 
+// The platform the ACPI tables describe: the vCPUs, the interrupt controllers, and
+// the ISA devices the lpc process emulates (its ports and IRQs are fixed, as on a PC).
+acpi::Platform Core::DescribePlatform(schema::Vm::Reader vm) {
+  acpi::Platform p;
+  p.cpus = vm.getCpus();
+  bool has_lpc = false;
+  for (auto d : vm.getDevices()) has_lpc |= d.getEmulation() == "lpc";
+  if (!has_lpc) return p;
+  auto lpc = vm.getLpc();
+  struct Com {
+    schema::Serial::Reader serial;
+    const char* name;
+    uint16_t port;
+    uint8_t irq;
+  };
+  Com coms[] = {{lpc.getCom1(), "COM1", 0x3f8, 4}, {lpc.getCom2(), "COM2", 0x2f8, 3},
+                {lpc.getCom3(), "COM3", 0x3e8, 4}, {lpc.getCom4(), "COM4", 0x2e8, 3}};
+  uint32_t uid = 1;
+  for (const auto& c : coms) {
+    if (c.serial.isNone()) continue;
+    p.isa_devices.push_back({c.name, "PNP0501", uid++, {{c.port, 8}}, {c.irq}});
+  }
+  p.isa_devices.push_back({"RTC_", "PNP0B00", 0, {{0x70, 2}}, {8}});
+  p.isa_devices.push_back({"KBD_", "PNP0303", 0, {{0x60, 1}, {0x64, 1}}, {1}});
+  p.isa_devices.push_back({"MOU_", "PNP0F13", 0, {}, {12}});
+  p.isa_devices.push_back({"PEVT", "QEMU0001", 0, {{0x505, 1}}, {}});
+  return p;
+}
+
 absl::Status Core::SetUpInterrupts(msg::ConfigureCore::Reader config) {
   // As on a PC: ISA IRQ n on PIC pin n and IOAPIC pin n, except the timer (IRQ 0),
   // which reaches IOAPIC pin 2 (the MADT says so with an interrupt source override).
@@ -182,17 +212,28 @@ absl::StatusOr<Core::BootState> Core::LoadGuest(msg::ConfigureCore::Reader confi
   ssize_t got = pread(config.getKernelFd(), header, sizeof(header), 0);
   if (got < 0) return ErrnoStatus("read kernel");
   auto map = BuildMemoryMap(regions);
-  std::string cmdline = config.getVm().getBoot().getCmdline();
+  auto vm = config.getVm();
+  std::string cmdline = vm.getBoot().getCmdline();
+  uint64_t rsdp = 0;
+  if (vm.getAcpi()) {
+    auto tables = acpi::BuildTables(DescribePlatform(vm), boot::kAcpiTables);
+    if (!tables.ok()) return tables.status();
+    if (auto s = ram_->Write(boot::kAcpiTables, tables->bytes.data(), tables->bytes.size());
+        !s.ok()) {
+      return s;
+    }
+    rsdp = tables->rsdp_address;
+  }
   BootState state;
   if (LooksLikeElf(header, got)) {
-    auto boot = LoadPvh(*ram_, config.getKernelFd(), config.getInitrdFd(), cmdline, map);
+    auto boot = LoadPvh(*ram_, config.getKernelFd(), config.getInitrdFd(), cmdline, map, rsdp);
     if (!boot.ok()) return boot.status();
     state.rip = boot->entry;
     state.rbx = boot->start_info;
     return state;
   }
   if (LooksLikeBzImage(header, got)) {
-    auto boot = LoadLinux(*ram_, config.getKernelFd(), config.getInitrdFd(), cmdline, map, 0);
+    auto boot = LoadLinux(*ram_, config.getKernelFd(), config.getInitrdFd(), cmdline, map, rsdp);
     if (!boot.ok()) return boot.status();
     state.long_mode = true;
     state.rip = boot->entry;
@@ -209,7 +250,10 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boo
   // CPUID as KVM supports it, with this vCPU's APIC id.
   std::vector<kvm_cpuid_entry2> cpuid = cpuid_;
   for (auto& e : cpuid) {
-    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffff) | (id << 24);
+    if (e.function == 1) {
+      e.ebx = (e.ebx & 0x00ffffff) | (id << 24);
+      e.ecx |= 1u << 31;  // "running on a hypervisor": guests then look at the KVM leaves
+    }
     if (e.function == 0xb || e.function == 0x1f) e.edx = id;
   }
   if (auto s = ctx.vcpu->SetCpuid(cpuid); !s.ok()) return s;

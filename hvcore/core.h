@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "common/exit_channel.h"
 #include "common/guest_memory.h"
+#include "hvcore/acpi/acpi.h"
 #include "hvcore/io_dispatch.h"
 #include "hvcore/pci_host.h"
 #include "kdriver/kvm.h"
@@ -62,6 +63,7 @@ class Core {
   absl::StatusOr<BootState> LoadGuest(msg::ConfigureCore::Reader config,
                                       const std::vector<GuestRamRegion>& regions);
   absl::Status SetUpInterrupts(msg::ConfigureCore::Reader config);
+  static acpi::Platform DescribePlatform(schema::Vm::Reader vm);
   absl::Status SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boot);
   bool PciConfigAccess(VcpuContext& ctx, uint32_t port, uint32_t size, bool is_write,
                        uint8_t* data);

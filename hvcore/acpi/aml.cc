@@ -33,7 +33,7 @@ Term WithPkgLength(const Bytes& prefix, const Bytes& content) {
 
 // `prefix` PkgLength NameString TermList: Scope, Device, Method (with `flags`
 // between the name and the body, when `flags` is not empty).
-Term NamedBlock(const Bytes& prefix, std::string_view name, const Bytes& flags,
+Term NamedBlock(const Bytes& prefix, absl::string_view name, const Bytes& flags,
                 const std::vector<Term>& body) {
   Term n = NameString(name);
   if (!n.ok()) return n.status();
@@ -74,7 +74,7 @@ Term PkgLengthFor(size_t content_length) {
       absl::StrCat("a package of ", content_length, " bytes is too long for AML"));
 }
 
-Term NameSeg(std::string_view seg) {
+Term NameSeg(absl::string_view seg) {
   bool ok = !seg.empty() && seg.size() <= 4 && IsLeadNameChar(seg[0]);
   for (size_t i = 1; ok && i < seg.size(); ++i) ok = IsNameChar(seg[i]);
   if (!ok) {
@@ -86,9 +86,9 @@ Term NameSeg(std::string_view seg) {
   return out;
 }
 
-Term NameString(std::string_view path) {
+Term NameString(absl::string_view path) {
   Bytes out;
-  std::string_view rest = path;
+  absl::string_view rest = path;
   if (!rest.empty() && rest[0] == '\\') {
     out.push_back(kRootChar);
     rest.remove_prefix(1);
@@ -107,7 +107,7 @@ Term NameString(std::string_view path) {
           absl::StrCat("bad ACPI name \"", path, "\": ", seg.status().message()));
     }
     segs.push_back(*std::move(seg));
-    if (dot == std::string_view::npos) break;
+    if (dot == absl::string_view::npos) break;
     rest.remove_prefix(dot + 1);
     if (rest.empty()) return absl::InvalidArgumentError(absl::StrCat("bad ACPI name \"", path, "\""));
   }
@@ -147,7 +147,7 @@ Term Integer(uint64_t value) {
   return out;
 }
 
-Term String(std::string_view s) {
+Term String(absl::string_view s) {
   Bytes out{kStringPrefix};
   for (char c : s) {
     if (c <= 0 || static_cast<unsigned char>(c) > 0x7f) {
@@ -178,7 +178,7 @@ Term Package(const std::vector<Term>& elements) {
   return WithPkgLength({kPackageOp}, content);
 }
 
-Term Name(std::string_view name, const Term& value) {
+Term Name(absl::string_view name, const Term& value) {
   Term n = NameString(name);
   if (!n.ok()) return n.status();
   if (!value.ok()) return value.status();
@@ -188,15 +188,15 @@ Term Name(std::string_view name, const Term& value) {
   return out;
 }
 
-Term Scope(std::string_view name, const std::vector<Term>& body) {
+Term Scope(absl::string_view name, const std::vector<Term>& body) {
   return NamedBlock({kScopeOp}, name, {}, body);
 }
 
-Term Device(std::string_view name, const std::vector<Term>& body) {
+Term Device(absl::string_view name, const std::vector<Term>& body) {
   return NamedBlock({kExtOpPrefix, kDeviceOp}, name, {}, body);
 }
 
-Term Method(std::string_view name, uint8_t args, bool serialized, const std::vector<Term>& body) {
+Term Method(absl::string_view name, uint8_t args, bool serialized, const std::vector<Term>& body) {
   if (args > 7) return absl::InvalidArgumentError(absl::StrCat("Method ", name, " with ", args, " args"));
   // MethodFlags: bits 2-0 ArgCount, bit 3 SerializeFlag, bits 7-4 SyncLevel (0).
   uint8_t flags = static_cast<uint8_t>(args | (serialized ? 0x08 : 0x00));
@@ -210,7 +210,7 @@ Term Return(const Term& value) {
   return out;
 }
 
-bool IsEisaId(std::string_view id) {
+bool IsEisaId(absl::string_view id) {
   if (id.size() != 7) return false;
   for (int i = 0; i < 3; ++i) {
     if (id[i] < 'A' || id[i] > 'Z') return false;
@@ -221,7 +221,7 @@ bool IsEisaId(std::string_view id) {
   return true;
 }
 
-absl::StatusOr<uint32_t> EisaIdValue(std::string_view id) {
+absl::StatusOr<uint32_t> EisaIdValue(absl::string_view id) {
   if (!IsEisaId(id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad EISA id \"", id, "\" (want three letters A-Z and four hex digits 0-9A-F)"));
@@ -236,7 +236,7 @@ absl::StatusOr<uint32_t> EisaIdValue(std::string_view id) {
   return uint32_t{b0} | uint32_t{b1} << 8 | uint32_t{b2} << 16 | uint32_t{b3} << 24;
 }
 
-Term EisaId(std::string_view id) {
+Term EisaId(absl::string_view id) {
   auto v = EisaIdValue(id);
   if (!v.ok()) return v.status();
   // Always a DWord, as ASL's EISAID() macro compiles it.

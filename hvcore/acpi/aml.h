@@ -11,10 +11,10 @@
 #define HV_HVCORE_ACPI_AML_H_
 
 #include <cstdint>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace hv::acpi::aml {
 
@@ -51,39 +51,39 @@ Term PkgLengthValue(uint32_t value);
 Term PkgLengthFor(size_t content_length);
 
 // One NameSeg: 1 to 4 characters, [A-Z_] then [A-Z0-9_], padded with '_'.
-Term NameSeg(std::string_view seg);
+Term NameSeg(absl::string_view seg);
 // A NameString (20.2.2): an optional leading '\' or any number of '^', then
 // NameSegs separated by '.'. "\\_SB.PCI0", "^COM1", "_HID", "\\" (the root).
-Term NameString(std::string_view path);
+Term NameString(absl::string_view path);
 
 // Data objects (20.2.3): the shortest of Zero, One, Byte, Word, DWord, QWord.
 Term Integer(uint64_t value);
 // A String: ASCII 0x01..0x7f, NUL-terminated in the encoding.
-Term String(std::string_view s);
+Term String(absl::string_view s);
 // Buffer (BufferSize = bytes.size()) holding `bytes`.
 Term Buffer(const Bytes& bytes);
 // Package of up to 255 elements (each a data object or a NameString).
 Term Package(const std::vector<Term>& elements);
 
 // Name (name, value).
-Term Name(std::string_view name, const Term& value);
+Term Name(absl::string_view name, const Term& value);
 // Scope (name) { body }.
-Term Scope(std::string_view name, const std::vector<Term>& body);
+Term Scope(absl::string_view name, const std::vector<Term>& body);
 // Device (name) { body }.
-Term Device(std::string_view name, const std::vector<Term>& body);
+Term Device(absl::string_view name, const std::vector<Term>& body);
 // Method (name, args, NotSerialized/Serialized) { body }.
-Term Method(std::string_view name, uint8_t args, bool serialized, const std::vector<Term>& body);
+Term Method(absl::string_view name, uint8_t args, bool serialized, const std::vector<Term>& body);
 // Return (value).
 Term Return(const Term& value);
 
 // EISAID compression (6.1.5) of a PNP id "AAA####" (three letters A-Z, four
 // upper-case hex digits), as the 32-bit value whose little-endian bytes are the
 // compressed id. "PNP0A03" -> 0x030ad041.
-absl::StatusOr<uint32_t> EisaIdValue(std::string_view id);
+absl::StatusOr<uint32_t> EisaIdValue(absl::string_view id);
 // EisaId ("PNP0A03"): the DWord integer.
-Term EisaId(std::string_view id);
+Term EisaId(absl::string_view id);
 // True if `id` has the "AAA####" form that EisaId accepts.
-bool IsEisaId(std::string_view id);
+bool IsEisaId(absl::string_view id);
 
 // Concatenation of terms (a TermList), first error wins.
 Term Concat(const std::vector<Term>& terms);
