@@ -348,6 +348,7 @@ void VmRunner::SendConfigureDevice(Process& p) {
   }
   c.setRamSize(config_.memory_bytes);
   c.setVcpus(vm.getCpus());
+  c.setRtcUtc(vm.getRtcUtc());
   c.setRamFd(ram_.get());
   c.setChannelFd(p.channel.get());
   c.setDoorbellFd(p.doorbell.get());

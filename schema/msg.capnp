@@ -100,6 +100,7 @@ struct ConfigureDevice {
   channelFd @6 :Int32;      # this device's exit-channel memfd (inherited)
   doorbellFd @7 :Int32;     # its doorbell eventfd (inherited)
   fds @8 :List(NamedFd);    # backend fds (inherited)
+  rtcUtc @9 :Bool = true;   # the VM's RTC keeps UTC (bhyve -u); else local time
 }
 
 # An interrupt line a device raises by writing an eventfd (KVM irqfd).

@@ -2,7 +2,12 @@
 // bridge function. Each piece is a small model; this file wires them to the
 // runtime: the bridge's config space, the COM ports, the pvpanic port and the
 // debug exit port.
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <optional>
 
 #include <memory>
 #include <string>
@@ -10,6 +15,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "devproc/lpc/acpi_pm.h"
+#include "devproc/lpc/i8042.h"
+#include "devproc/lpc/rtc_mc146818.h"
 #include "devproc/lpc/serial_port.h"
 #include "devproc/runtime/device_runtime.h"
 #include "devproc/runtime/pci_config.h"
@@ -24,6 +32,37 @@ constexpr uint16_t kDebugExitPort = 0xf4;
 constexpr uint16_t kPvPanicPort = 0x505;
 constexpr uint8_t kPvPanicPanicked = 1 << 0;
 constexpr uint8_t kPvPanicCrashLoaded = 1 << 1;
+// The RTC and the ACPI fixed hardware (the FADT in hvcore/acpi names the same ports).
+constexpr uint16_t kRtcPort = 0x70;
+constexpr uint16_t kPm1aEvtPort = 0x400;
+constexpr uint16_t kPm1aCntPort = 0x404;
+constexpr uint16_t kPmTmrPort = 0x408;
+constexpr uint16_t kResetPort = 0xcf9;
+
+int64_t ClockNs(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+// An eventfd-backed interrupt line: edge lines pulse on the rising edge; the one
+// level line (the SCI) is raised again after EOI while it is still asserted.
+class IrqLine {
+ public:
+  explicit IrqLine(int fd = -1) : fd_(fd) {}
+  void Pulse() const {
+    if (fd_ < 0) return;
+    uint64_t one = 1;
+    ssize_t ignored = write(fd_, &one, sizeof(one));
+    (void)ignored;
+  }
+  void Edge(bool asserted) const {
+    if (asserted) Pulse();
+  }
+
+ private:
+  int fd_;
+};
 
 struct ComPort {
   const char* name;
@@ -45,6 +84,10 @@ devproc::PciIdentity BridgeIdentity() {
 class LpcDevice : public devproc::DeviceModel {
  public:
   LpcDevice() : bridge_(BridgeIdentity()) {}
+
+  ~LpcDevice() override {
+    if (timer_fd_ >= 0) close(timer_fd_);
+  }
 
   absl::StatusOr<std::vector<devproc::RangeSpec>> Configure(
       devproc::DeviceContext& ctx, msg::ConfigureDevice::Reader config) override {
@@ -78,6 +121,7 @@ class LpcDevice : public devproc::DeviceModel {
     }
     ranges.push_back({msg::AddressSpace::PIO, kDebugExitPort, 1, true});
     ranges.push_back({msg::AddressSpace::PIO, kPvPanicPort, 1, true});
+    if (auto s = ConfigurePlatform(ctx, config, ranges); !s.ok()) return s;
     return ranges;
   }
 
@@ -85,6 +129,13 @@ class LpcDevice : public devproc::DeviceModel {
     if (space == msg::AddressSpace::PCI_CONFIG) return bridge_.Read(addr - config_base_, size);
     if (space == msg::AddressSpace::PIO && addr == kPvPanicPort) {
       return kPvPanicPanicked | kPvPanicCrashLoaded;  // the events we understand
+    }
+    if (space == msg::AddressSpace::PIO) {
+      if (auto block = PmBlockAt(addr)) {
+        uint32_t v = pm_->Read(block->first, addr - block->second, size);
+        ArmTimer();
+        return v;
+      }
     }
     uint64_t value = 0;
     for (uint8_t i = 0; i < size; ++i) value |= uint64_t{ReadByte(space, addr + i)} << (8 * i);
@@ -110,10 +161,95 @@ class LpcDevice : public devproc::DeviceModel {
       }
       return;
     }
+    if (auto block = PmBlockAt(addr)) {
+      pm_->Write(block->first, addr - block->second, size, value);
+      ArmTimer();
+      return;
+    }
     for (uint8_t i = 0; i < size; ++i) WriteByte(addr + i, (value >> (8 * i)) & 0xff);
   }
 
  private:
+  absl::Status ConfigurePlatform(devproc::DeviceContext& ctx, msg::ConfigureDevice::Reader config,
+                                 std::vector<devproc::RangeSpec>& ranges) {
+    auto line = [&ctx](int irq) {
+      auto fd = ctx.NamedFd(absl::StrCat("irq", irq));
+      return IrqLine(fd.ok() ? *fd : -1);
+    };
+    irq1_ = line(1);
+    irq8_ = line(8);
+    irq9_ = line(9);
+    irq12_ = line(12);
+    rtc_ = std::make_unique<Rtc>([] { return ClockNs(CLOCK_REALTIME); },
+                                 [] { return ClockNs(CLOCK_MONOTONIC); },
+                                 [this](bool up) { irq8_.Edge(up); }, config.getRtcUtc());
+    uint64_t below = 0, above = 0;
+    for (auto r : config.getRam()) (r.getGpa() < (1ull << 32) ? below : above) += r.getSize();
+    rtc_->SetMemory(below, above);
+    pm_ = std::make_unique<AcpiPm>(
+        [] { return ClockNs(CLOCK_MONOTONIC); }, [this](bool up) { irq9_.Edge(up); },
+        [this](uint8_t slp_typ) {
+          ctx_->GuestExit(msg::ExitReason::POWER_OFF, 0,
+                          absl::StrCat("ACPI sleep state S", slp_typ, " (soft off)"));
+        },
+        [this] { ctx_->GuestExit(msg::ExitReason::RESET, 0, "reset through port 0xcf9"); });
+    i8042_ = std::make_unique<I8042>(
+        [this](bool up) { irq1_.Edge(up); }, [this](bool up) { irq12_.Edge(up); },
+        [this] { ctx_->GuestExit(msg::ExitReason::RESET, 0, "reset through the i8042"); });
+    // The SCI is level-triggered: after the guest's EOI, KVM signals the resample
+    // fd, and a still-asserted SCI is raised again.
+    auto resample = ctx.NamedFd("irq9.resample");
+    if (resample.ok()) {
+      int fd = *resample;
+      ctx.WatchFd(fd, POLLIN, [this, fd](short) {
+        uint64_t count;
+        ssize_t ignored = read(fd, &count, sizeof(count));
+        (void)ignored;
+        if (pm_->SciAsserted()) irq9_.Pulse();
+      });
+    }
+    timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (timer_fd_ < 0) return absl::InternalError("timerfd_create failed");
+    ctx.WatchFd(timer_fd_, POLLIN, [this](short) {
+      uint64_t expirations;
+      ssize_t ignored = read(timer_fd_, &expirations, sizeof(expirations));
+      (void)ignored;
+      rtc_->Advance();
+      pm_->Advance();
+      ArmTimer();
+    });
+    ranges.push_back({msg::AddressSpace::PIO, kRtcPort, 2, true});
+    ranges.push_back({msg::AddressSpace::PIO, I8042::kDataPort, 1, true});
+    ranges.push_back({msg::AddressSpace::PIO, I8042::kCommandPort, 1, true});
+    ranges.push_back({msg::AddressSpace::PIO, kPm1aEvtPort, 4, true});
+    ranges.push_back({msg::AddressSpace::PIO, kPm1aCntPort, 2, true});
+    ranges.push_back({msg::AddressSpace::PIO, kPmTmrPort, 4, true});
+    ranges.push_back({msg::AddressSpace::PIO, kResetPort, 1, true});
+    return absl::OkStatus();
+  }
+
+  // The earliest deadline of the RTC and the PM timer, on the timerfd.
+  void ArmTimer() {
+    if (timer_fd_ < 0) return;
+    std::optional<int64_t> next = rtc_->NextEventNs();
+    if (auto pm = pm_->NextEventNs(); pm && (!next || *pm < *next)) next = pm;
+    itimerspec spec = {};
+    if (next) {
+      int64_t at = std::max<int64_t>(*next, 1);
+      spec.it_value.tv_sec = at / 1000000000;
+      spec.it_value.tv_nsec = at % 1000000000;
+    }
+    timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &spec, nullptr);
+  }
+
+  std::optional<std::pair<AcpiPm::Block, uint16_t>> PmBlockAt(uint64_t addr) const {
+    if (addr >= kPm1aEvtPort && addr < kPm1aEvtPort + 4u) return {{AcpiPm::Block::kPm1aEvt, kPm1aEvtPort}};
+    if (addr >= kPm1aCntPort && addr < kPm1aCntPort + 2u) return {{AcpiPm::Block::kPm1aCnt, kPm1aCntPort}};
+    if (addr >= kPmTmrPort && addr < kPmTmrPort + 4u) return {{AcpiPm::Block::kPmTmr, kPmTmrPort}};
+    if (addr == kResetPort) return {{AcpiPm::Block::kReset, kResetPort}};
+    return std::nullopt;
+  }
+
   // The last console lines, which say why a kernel panicked.
   std::string ConsoleTail() const {
     if (ports_.empty()) return "";
@@ -140,15 +276,35 @@ class LpcDevice : public devproc::DeviceModel {
   }
   uint8_t ReadByte(msg::AddressSpace space, uint64_t addr) {
     if (space != msg::AddressSpace::PIO) return 0xff;
+    if (addr == kRtcPort || addr == kRtcPort + 1u) {
+      uint8_t v = rtc_->Read(addr - kRtcPort);
+      ArmTimer();
+      return v;
+    }
+    if (addr == I8042::kDataPort || addr == I8042::kCommandPort) return i8042_->Read(addr);
     SerialPort* port = PortAt(addr);
     return port == nullptr ? 0xff : port->Read(addr - port->base());
   }
   void WriteByte(uint64_t addr, uint8_t value) {
+    if (addr == kRtcPort || addr == kRtcPort + 1u) {
+      rtc_->Write(addr - kRtcPort, value);
+      ArmTimer();
+      return;
+    }
+    if (addr == I8042::kDataPort || addr == I8042::kCommandPort) {
+      i8042_->Write(addr, value);
+      return;
+    }
     SerialPort* port = PortAt(addr);
     if (port != nullptr) port->Write(addr - port->base(), value);
   }
 
   devproc::DeviceContext* ctx_ = nullptr;
+  IrqLine irq1_, irq8_, irq9_, irq12_;
+  std::unique_ptr<Rtc> rtc_;
+  std::unique_ptr<AcpiPm> pm_;
+  std::unique_ptr<I8042> i8042_;
+  int timer_fd_ = -1;
   devproc::PciConfigSpace bridge_;
   uint64_t config_base_ = 0;
   std::vector<std::unique_ptr<SerialPort>> ports_;

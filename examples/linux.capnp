@@ -1,0 +1,20 @@
+# The default VM: Debian's 6.1 kernel with a busybox initramfs, its console on
+# this terminal (bhyve: -c 1 -m 512M -s 0,hostbridge -s 31,lpc -l com1,stdio).
+# The images come from tools/guest-images; tools/up links them at .images/.
+using import "/hv/vm.capnp".Vm;
+
+const vm :Vm = (
+  name = "linux",
+  cpus = 2,
+  memory = "512M",
+  boot = (
+    kernel = "../.images/vmlinuz",
+    initrd = "../.images/guest-initramfs.cpio.gz",
+    cmdline = "console=ttyS0 panic=-1",
+  ),
+  devices = [
+    (slot = 0, emulation = "hostbridge"),
+    (slot = 31, emulation = "lpc"),
+  ],
+  lpc = (com1 = (stdio = void)),
+);

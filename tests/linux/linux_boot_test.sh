@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Boots Debian's kernel through hv with 1 and 2 vCPUs, a guest panic, and a COM
+# port on a Unix socket (tests/linux/scenarios.sh). Needs a usable /dev/kvm:
+# tools/kvmhost provides a nested KVM host where the hardware has none (as here),
+# or runs directly where it has VT-x/AMD-V.
+set -euo pipefail
+if [[ ! -e /dev/kvm ]]; then
+  echo "SKIPPED: linux_boot_test needs /dev/kvm, which this host does not have" >&2
+  exit 0
+fi
+here=$(dirname "$(readlink -f "$0")")
+# Runfiles are symlinks: follow them to the checkout and the build outputs.
+workspace=$(dirname "$(dirname "$here")")
+broker=$(readlink -f "${TEST_SRCDIR:-.}/${TEST_WORKSPACE:-hv}/broker/hvbroker")
+"$workspace/tools/guest-images" --quiet
+cache=${HV_CACHE:-$HOME/.cache/hv}
+"$workspace/tools/kvmhost" --smp 2 --mem 3G --timeout 2400 -- \
+  "$here/scenarios.sh" "$broker" "$cache/vmlinuz" "$cache/guest-initramfs.cpio.gz" "$@"
