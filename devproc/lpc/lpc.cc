@@ -155,10 +155,7 @@ class LpcDevice : public devproc::DeviceModel {
       return;
     }
     if (addr == kPvPanicPort) {
-      if (value & kPvPanicPanicked) {
-        ctx_->GuestExit(msg::ExitReason::PANIC, 0,
-                        absl::StrCat("the guest kernel panicked", ConsoleTail()));
-      }
+      if ((value & kPvPanicPanicked) && !panic_reported_) ReportPanicSoon();
       return;
     }
     if (auto block = PmBlockAt(addr)) {
@@ -250,12 +247,32 @@ class LpcDevice : public devproc::DeviceModel {
     return std::nullopt;
   }
 
+  // Linux notifies pvpanic before it flushes the panic message to the console:
+  // give it a moment so that the report carries the message.
+  void ReportPanicSoon() {
+    panic_reported_ = true;
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    itimerspec spec = {};
+    spec.it_value.tv_nsec = 800 * 1000 * 1000;
+    if (fd < 0 || timerfd_settime(fd, 0, &spec, nullptr) != 0) {
+      ctx_->GuestExit(msg::ExitReason::PANIC, 0,
+                      absl::StrCat("the guest kernel panicked", ConsoleTail()));
+      return;
+    }
+    ctx_->WatchFd(fd, POLLIN, [this, fd](short) {
+      ctx_->UnwatchFd(fd);
+      close(fd);
+      ctx_->GuestExit(msg::ExitReason::PANIC, 0,
+                      absl::StrCat("the guest kernel panicked", ConsoleTail()));
+    });
+  }
+
   // The last console lines, which say why a kernel panicked.
   std::string ConsoleTail() const {
     if (ports_.empty()) return "";
     std::string out = ports_[0]->RecentOutput();
     size_t lines = 0, at = out.size();
-    while (at > 0 && lines < 12) {
+    while (at > 0 && lines < 20) {
       at = out.rfind('\n', at - 1);
       if (at == std::string::npos) {
         at = 0;
@@ -305,6 +322,7 @@ class LpcDevice : public devproc::DeviceModel {
   std::unique_ptr<AcpiPm> pm_;
   std::unique_ptr<I8042> i8042_;
   int timer_fd_ = -1;
+  bool panic_reported_ = false;
   devproc::PciConfigSpace bridge_;
   uint64_t config_base_ = 0;
   std::vector<std::unique_ptr<SerialPort>> ports_;

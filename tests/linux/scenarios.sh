@@ -37,7 +37,7 @@ VM
 # boot NAME CPUS CMDLINE [COM1] [TIMEOUT]: runs the VM, records output and timing.
 boot() {
   local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} limit=${5:-600}
-  local file start ready="" end
+  local file start ready="" dated="" end
   file=$(vm_file "$name" "$cpus" "$cmdline" "$com1")
   start=$(now)
   timeout "$limit" "$BROKER" up "$file" >"$T/$name.out" 2>"$T/$name.err" </dev/null &
@@ -45,6 +45,10 @@ boot() {
   while kill -0 "$pid" 2>/dev/null; do
     if [[ -z $ready ]] && grep -q HV-GUEST-READY "$T/$name.out" 2>/dev/null; then
       ready=$(now)
+    fi
+    # The host's clock when the guest's `date` line shows up, to compare with it.
+    if [[ -z $dated ]] && grep -q '^date=' "$T/$name.out" 2>/dev/null; then
+      dated=1
       date +%s >"$T/$name.hostdate"
     fi
     sleep 0.2
@@ -81,7 +85,7 @@ check_smoke() {
 check_panic() {
   local run
   run=$(printf 'echo c > /proc/sysrq-trigger' | base64 -w0)
-  boot panic 1 "panic=0 hv.run=$run"
+  boot panic 1 "panic=5 hv.run=$run"
   local code
   code=$(exit_of panic)
   if [[ $code == 8 ]] && grep -q "panicked" "$T/panic.err" && grep -q "sysrq" "$T/panic.err"; then
