@@ -255,6 +255,10 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boo
       e.ecx |= 1u << 31;  // "running on a hypervisor": guests then look at the KVM leaves
     }
     if (e.function == 0xb || e.function == 0x1f) e.edx = id;
+    // XSAVE area size for the features enabled in XCR0: at reset only x87 (the
+    // legacy area and the header, 576 bytes), as on hardware. KVM updates it when
+    // the guest sets XCR0; KVM's table holds the host's current size instead.
+    if (e.function == 0xd && e.index == 0) e.ebx = 576;
   }
   if (auto s = ctx.vcpu->SetCpuid(cpuid); !s.ok()) return s;
 

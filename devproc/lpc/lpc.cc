@@ -267,22 +267,29 @@ class LpcDevice : public devproc::DeviceModel {
     });
   }
 
-  // The last console lines, which say why a kernel panicked.
+  // What the console said about the panic: Linux's "Kernel panic - not syncing:
+  // <reason>" line first, then the last lines printed.
   std::string ConsoleTail() const {
     if (ports_.empty()) return "";
     std::string out = ports_[0]->RecentOutput();
-    size_t lines = 0, at = out.size();
-    while (at > 0 && lines < 20) {
-      at = out.rfind('\n', at - 1);
-      if (at == std::string::npos) {
-        at = 0;
+    std::string reason;
+    size_t at = out.rfind("Kernel panic - not syncing:");
+    if (at != std::string::npos) {
+      size_t eol = out.find_first_of("\r\n", at);
+      reason = out.substr(at, eol == std::string::npos ? std::string::npos : eol - at);
+    }
+    size_t lines = 0, from = out.size();
+    while (from > 0 && lines < 20) {
+      from = out.rfind('\n', from - 1);
+      if (from == std::string::npos) {
+        from = 0;
         break;
       }
       ++lines;
     }
-    std::string tail = out.substr(at);
-    if (tail.empty()) return "";
-    return absl::StrCat("; last console output:\n", tail);
+    std::string tail = out.substr(from);
+    return absl::StrCat(reason.empty() ? "" : ": ", reason,
+                        tail.empty() ? "" : "; last console output:\n", tail);
   }
 
   SerialPort* PortAt(uint64_t addr) {

@@ -12,7 +12,7 @@
 
 namespace hv::lpc {
 namespace {
-constexpr size_t kRecentBytes = 4096;
+constexpr size_t kRecentBytes = 16384;  // enough for a panic message and its stack trace
 }  // namespace
 
 SerialPort::SerialPort(std::string name, uint16_t base, int irq_fd)
