@@ -8,6 +8,7 @@ if [[ ! -e /dev/kvm ]]; then
   echo "SKIPPED: linux_boot_test needs /dev/kvm, which this host does not have" >&2
   exit 0
 fi
+export HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 here=$(dirname "$(readlink -f "$0")")
 # Runfiles are symlinks: follow them to the checkout and the build outputs.
 workspace=$(dirname "$(dirname "$here")")
