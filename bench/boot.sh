@@ -70,7 +70,8 @@ VM
 }
 vmm() {  # machine vcpus: runs the VM, its console on stdout
   if [ "$1" = hv ]; then
-    timeout 600 "$BROKER" up "$(hv_vm "$2")" </dev/null 2>/dev/null
+    timeout 600 "$BROKER" up "$(hv_vm "$2")" </dev/null 2>"$SCRATCH/hv.err"
+    cat "$SCRATCH/hv.err"  # hvbroker's own messages: why a run failed
   else
     timeout 600 qemu-system-x86_64 -enable-kvm -M "$1" -cpu host -smp "$2" -m "$MEM" \
       -nodefaults -no-user-config -display none -no-reboot -serial stdio \

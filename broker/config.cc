@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -15,6 +16,7 @@
 #include "capnp/schema-parser.h"
 #include "common/capnp_text_locator.h"
 #include "kj/filesystem.h"
+#include "devproc/virtio_blk/blk_requests.h"
 #include "schema/vm_schema_text.h"
 
 namespace hv::broker {
@@ -29,7 +31,7 @@ constexpr size_t kMaxCmdline = 65535;
 const std::map<std::string, bool>& Emulations() {
   static const auto* table = new std::map<std::string, bool>{
       {"hostbridge", true}, {"amd_hostbridge", true}, {"lpc", true},
-      {"virtio-blk", false}, {"virtio-net", false},   {"virtio-net-viona", false},
+      {"virtio-blk", true}, {"virtio-net", false},   {"virtio-net-viona", false},
       {"virtio-rnd", false}, {"virtio-console", false}, {"virtio-9p", false},
       {"virtio-scsi", false}, {"virtio-input", false}, {"ahci", false},
       {"ahci-hd", false},    {"ahci-cd", false},      {"nvme", false},
@@ -342,7 +344,51 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
       }
       lpc_index = i;
       if (!d.hasName()) name = "lpc";
-      config.processes.push_back({DeviceProcessKind::kLpc, name, static_cast<uint32_t>(i)});
+      DeviceProcess p;
+      p.kind = DeviceProcessKind::kLpc;
+      p.name = name;
+      p.device_index = i;
+      config.processes.push_back(p);
+    }
+    if (emulation == "virtio-blk") {
+      DeviceProcess p;
+      p.kind = DeviceProcessKind::kVirtioBlk;
+      p.name = name;
+      p.device_index = i;
+      std::vector<std::pair<std::string, std::string>> options;
+      for (size_t k = 0; k < d.getOptions().size(); ++k) {
+        auto o = d.getOptions()[k];
+        std::string key = o.getKey(), value = o.getValue();
+        if (key == "num_queues" || key == "queues") {
+          uint32_t n = 0;
+          if (!absl::SimpleAtoi(value, &n) || n < 1 || n > 16) {
+            check.Error(absl::StrCat(at, ".options[", k, "].value"),
+                        absl::StrCat(key, "=", value, ": want 1 to 16 queues"));
+          }
+          p.queues = n;
+          continue;
+        }
+        options.push_back({key, value});
+      }
+      auto parsed = virtio_blk::ParseBlkOptions(options);
+      if (!parsed.ok()) {
+        check.Error(at + ".options", std::string(parsed.status().message()));
+      } else {
+        p.read_only = parsed->read_only;
+        p.no_cache = parsed->no_cache;
+        p.sync = parsed->sync_writes;
+      }
+      if (!d.hasPath()) {
+        check.Error(at + ".path", "virtio-blk needs a disk image or block device");
+      } else {
+        p.path = Resolve(config.base_dir, d.getPath());
+        if (access(p.path.c_str(), p.read_only ? R_OK : (R_OK | W_OK)) != 0) {
+          check.Error(at + ".path", absl::StrCat("cannot open '", p.path, "' for ",
+                                                 p.read_only ? "reading" : "reading and writing",
+                                                 ": ", strerror(errno)));
+        }
+      }
+      config.processes.push_back(p);
     }
     if (!ValidName(name, /*device=*/true)) {
       check.Error(at + ".name", absl::StrCat("'", name, "' is not a valid device name"));

@@ -16,12 +16,17 @@
 namespace hv::broker {
 
 // What the broker runs as a process of its own.
-enum class DeviceProcessKind { kLpc };
+enum class DeviceProcessKind { kLpc, kVirtioBlk };
 
 struct DeviceProcess {
   DeviceProcessKind kind;
   std::string name;     // unique in the VM: "lpc", or "<emulation>@<slot>.<func>"
   uint32_t device_index;  // in Vm.devices
+  std::string path;       // the backend, resolved (virtio-blk: the disk)
+  uint16_t queues = 1;    // virtio: request queues
+  bool read_only = false;
+  bool no_cache = false;  // open with O_DIRECT
+  bool sync = false;      // open with O_DSYNC
 };
 
 struct VmConfig {

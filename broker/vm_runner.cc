@@ -26,6 +26,7 @@
 #include "common/guest_layout.h"
 #include "common/log.h"
 #include "common/zmq_msg.h"
+#include "hvcore/acpi/acpi.h"
 
 namespace hv::broker {
 namespace {
@@ -46,9 +47,12 @@ struct Process {
   struct Irq {
     uint32_t gsi;
     Fd fd;
-    Fd resample;  // level-triggered lines only
+    Fd resample;       // level-triggered lines only
+    std::string name;  // as the device knows it: "irq4", "intx"
   };
   std::vector<Irq> irqs;  // device: the interrupt lines it raises
+  std::vector<Fd> msix;    // virtio: one eventfd per MSI-X vector
+  std::vector<Fd> notify;  // virtio: one eventfd per queue doorbell
   std::vector<msg::Range::Reader> ranges;  // device: what it asked the core to forward
   capnp::MallocMessageBuilder ranges_message;
 };
@@ -111,6 +115,7 @@ class VmRunner {
   absl::Status CreateRuntimeDir();
   absl::Status SpawnAll();
   absl::Status PrepareLpc(Process& p);
+  absl::Status PrepareVirtioBlk(Process& p);
   // A device may claim config space only at its own slot and function.
   absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
@@ -249,6 +254,9 @@ absl::Status VmRunner::Prepare() {
     if (d.kind == DeviceProcessKind::kLpc) {
       if (auto s = PrepareLpc(*p); !s.ok()) return s;
     }
+    if (d.kind == DeviceProcessKind::kVirtioBlk) {
+      if (auto s = PrepareVirtioBlk(*p); !s.ok()) return s;
+    }
     processes_.push_back(std::move(p));
   }
   auto core = std::make_unique<Process>();
@@ -269,6 +277,7 @@ absl::Status VmRunner::PrepareLpc(Process& p) {
                       IsaIrq{9, true}, IsaIrq{12, false}}) {
     Process::Irq irq;
     irq.gsi = line.irq;
+    irq.name = absl::StrCat("irq", line.irq);
     irq.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!irq.fd.valid()) return ErrnoStatus("eventfd");
     if (line.level) {
@@ -290,6 +299,36 @@ absl::Status VmRunner::PrepareLpc(Process& p) {
   return absl::OkStatus();
 }
 
+// A virtio-blk function: its disk, one doorbell per queue, one MSI-X vector per
+// queue plus one for configuration changes, and INTx for guests without MSI-X.
+absl::Status VmRunner::PrepareVirtioBlk(Process& p) {
+  const DeviceProcess& d = *p.device;
+  int flags = (d.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (d.no_cache ? O_DIRECT : 0) |
+              (d.sync ? O_DSYNC : 0);
+  Fd disk(open(d.path.c_str(), flags));
+  if (!disk.valid()) return ErrnoStatus(absl::StrCat(p.name, ": open ", d.path));
+  p.backend_fds.push_back({"disk", std::move(disk)});
+  auto event = [](std::vector<Fd>& into) -> absl::Status {
+    into.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    return into.back().valid() ? absl::OkStatus() : ErrnoStatus("eventfd");
+  };
+  for (int q = 0; q < d.queues; ++q) {
+    if (auto s = event(p.notify); !s.ok()) return s;
+  }
+  for (int v = 0; v < d.queues + 1; ++v) {
+    if (auto s = event(p.msix); !s.ok()) return s;
+  }
+  auto dev = config_.vm().getDevices()[d.device_index];
+  Process::Irq intx;
+  intx.gsi = acpi::PciIntxGsi(dev.getSlot(), 0);  // INTA, as the DSDT's _PRT says
+  intx.name = "intx";
+  intx.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  intx.resample.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!intx.fd.valid() || !intx.resample.valid()) return ErrnoStatus("eventfd");
+  p.irqs.push_back(std::move(intx));
+  return absl::OkStatus();
+}
+
 absl::Status VmRunner::SpawnAll() {
   for (auto& p : processes_) {
     std::string path;
@@ -308,11 +347,17 @@ absl::Status VmRunner::SpawnAll() {
           keep.push_back(irq.fd.get());
           if (irq.resample.valid()) keep.push_back(irq.resample.get());
         }
+        for (auto& fd : d->msix) keep.push_back(fd.get());
+        for (auto& fd : d->notify) keep.push_back(fd.get());
       }
     } else {
-      auto found = FindExecutable("devproc/lpc/hv-lpc");
+      auto found = FindExecutable(p->device->kind == DeviceProcessKind::kLpc
+                                      ? "devproc/lpc/hv-lpc"
+                                      : "devproc/virtio_blk/hv-virtio-blk");
       if (!found.ok()) return found.status();
       path = *found;
+      for (auto& fd : p->msix) keep.push_back(fd.get());
+      for (auto& fd : p->notify) keep.push_back(fd.get());
       keep.push_back(p->channel.get());
       keep.push_back(p->doorbell.get());
       for (auto& irq : p->irqs) {
@@ -355,8 +400,12 @@ void VmRunner::SendConfigureDevice(Process& p) {
   std::vector<std::pair<std::string, int>> fds;
   for (auto& [name, fd] : p.backend_fds) fds.push_back({name, fd.get()});
   for (auto& irq : p.irqs) {
-    fds.push_back({absl::StrCat("irq", irq.gsi), irq.fd.get()});
-    if (irq.resample.valid()) fds.push_back({absl::StrCat("irq", irq.gsi, ".resample"), irq.resample.get()});
+    fds.push_back({irq.name, irq.fd.get()});
+    if (irq.resample.valid()) fds.push_back({irq.name + ".resample", irq.resample.get()});
+  }
+  for (size_t v = 0; v < p.msix.size(); ++v) fds.push_back({absl::StrCat("msix", v), p.msix[v].get()});
+  for (size_t q = 0; q < p.notify.size(); ++q) {
+    fds.push_back({absl::StrCat("notify", q), p.notify[q].get()});
   }
   if (p.device->kind == DeviceProcessKind::kLpc) {
     // A COM port on stdio: the broker's own stdin and stdout, inherited.
@@ -413,6 +462,18 @@ void VmRunner::MaybeConfigureCore() {
     for (size_t r = 0; r < p->ranges.size(); ++r) {
       ranges.setWithCaveats(r, p->ranges[r]);
     }
+    auto ready = p->ranges_message.getRoot<msg::Message>().asReader().getDeviceReady();
+    if (ready.getHasPci()) {
+      auto dev = vm.getDevices()[p->device->device_index];
+      d.setHasPci(true);
+      d.setSlot(dev.getSlot());
+      d.setFunction(dev.getFunction());
+      d.setPci(ready.getPci());
+      auto msix = d.initMsixFds(p->msix.size());
+      for (size_t v = 0; v < p->msix.size(); ++v) msix.set(v, p->msix[v].get());
+      auto notify = d.initNotifyFds(p->notify.size());
+      for (size_t q = 0; q < p->notify.size(); ++q) notify.set(q, p->notify[q].get());
+    }
   }
   std::vector<const Process::Irq*> irqs;
   for (auto& p : processes_) {
@@ -453,7 +514,7 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
       p->ranges_message.setRoot(m);  // a copy that outlives the received bytes
       auto kept = p->ranges_message.getRoot<msg::Message>().asReader().getDeviceReady();
       p->ranges.clear();
-      for (auto r : kept) {
+      for (auto r : kept.getRanges()) {
         if (auto s = CheckRange(*p, r); !s.ok()) {
           BeginStop(kExitStartFailed, std::string(s.message()));
           return;

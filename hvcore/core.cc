@@ -110,16 +110,25 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
   // Names live in devices_, which no longer grows.
   for (size_t i = 0; i < devices_.size(); ++i) {
     for (auto r : config.getDevices()[i].getRanges()) {
-      if (auto s = dispatch_.Add({r.getSpace(), r.getBase(), r.getLength(),
-                                  static_cast<uint32_t>(i), r.getPostedWrites()},
-                                 devices_[i].name.c_str());
-          !s.ok()) {
-        return s;
-      }
+      fixed_ranges_.push_back({{r.getSpace(), r.getBase(), r.getLength(), static_cast<uint32_t>(i),
+                                r.getPostedWrites(), -1},
+                               devices_[i].name.c_str()});
     }
+  }
+  {
+    auto fixed = std::make_shared<IoDispatch>();
+    for (const auto& [range, name] : fixed_ranges_) {
+      if (auto s = fixed->Add(range, name); !s.ok()) return s;
+    }
+    dispatch_ = std::move(fixed);
   }
 
   if (auto st = SetUpInterrupts(config); !st.ok()) return st;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    auto info = config.getDevices()[i];
+    if (!info.getHasPci()) continue;
+    if (auto st = AddPciFunction(i, info); !st.ok()) return st;
+  }
   auto boot = LoadGuest(config, regions);
   if (!boot.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("loading the kernel: ", boot.status().message()));
@@ -146,7 +155,7 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
   }
   HV_DEBUG("VM built: %u vCPU(s), %llu MiB, %zu device(s), %zu dispatch range(s), %s entry %#llx",
            ncpus, static_cast<unsigned long long>(config.getRamSize() >> 20), devices_.size(),
-           dispatch_.size(), boot->long_mode ? "Linux 64-bit" : "PVH",
+           dispatch_->size(), boot->long_mode ? "Linux 64-bit" : "PVH",
            static_cast<unsigned long long>(boot->rip));
   return absl::OkStatus();
 }
@@ -194,6 +203,7 @@ absl::Status Core::SetUpInterrupts(msg::ConfigureCore::Reader config) {
     if (gsi == 2) continue;  // the cascade: IOAPIC pin 2 belongs to the timer
     routes.push_back({kvm::GsiRoute::Kind::kIrqchip, gsi, KVM_IRQCHIP_IOAPIC, gsi == 0 ? 2u : gsi});
   }
+  base_routes_ = routes;
   if (auto s = vm_->SetGsiRouting(routes); !s.ok()) return s;
   for (auto line : config.getIrqLines()) {
     if (line.getGsi() >= 24) {
@@ -427,7 +437,8 @@ bool Core::Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint
        (addr >= kPciConfigDataPort && addr < kPciConfigDataPort + 4u))) {
     return PciConfigAccess(ctx, addr, size, is_write, data);
   }
-  const IoRangeOwner* owner = dispatch_.Find(space, addr, size);
+  std::shared_ptr<const IoDispatch> dispatch = std::atomic_load(&dispatch_);
+  const IoRangeOwner* owner = dispatch->Find(space, addr, size);
   if (owner == nullptr) {
     // Nobody decodes it: reads float high, writes vanish, as on a real bus.
     if (!is_write) memset(data, 0xff, size);
@@ -438,6 +449,7 @@ bool Core::Access(VcpuContext& ctx, msg::AddressSpace space, uint64_t addr, uint
     }
     return true;
   }
+  if (is_write && owner->bar >= 0) NoteMsixWrite(*owner, addr, size, data);
   return Forward(ctx, *owner, space, addr, size, is_write, data);
 }
 
@@ -465,11 +477,21 @@ bool Core::PciConfigAccess(VcpuContext& ctx, uint32_t port, uint32_t size, bool 
     return true;
   }
   uint64_t addr = (uint64_t{t.slot} << 15) | (t.function << 12) | t.reg;
+  std::shared_ptr<const IoDispatch> dispatch = std::atomic_load(&dispatch_);
   const IoRangeOwner* owner =
-      t.valid ? dispatch_.Find(msg::AddressSpace::PCI_CONFIG, addr, size) : nullptr;
+      t.valid ? dispatch->Find(msg::AddressSpace::PCI_CONFIG, addr, size) : nullptr;
   if (owner == nullptr) {
     if (!is_write) memset(data, 0xff, size);  // no function here: all ones
     return true;
+  }
+  if (is_write) {
+    // The core's shadow sees the write first, so the BARs are mapped before the
+    // vCPU goes on to use them.
+    std::lock_guard<std::mutex> lock(pci_mu_);
+    if (PciFunction* f = FunctionAt(t.slot, t.function)) {
+      f->shadow->Write(t.reg, size, value);
+      RemapPciFunction(*f);
+    }
   }
   return Forward(ctx, *owner, msg::AddressSpace::PCI_CONFIG, addr, size, is_write, data);
 }

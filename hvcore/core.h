@@ -4,7 +4,9 @@
 #define HV_HVCORE_CORE_H_
 
 #include <atomic>
+#include <array>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "common/exit_channel.h"
 #include "common/guest_memory.h"
+#include "devproc/runtime/pci_config.h"
 #include "hvcore/acpi/acpi.h"
 #include "hvcore/io_dispatch.h"
 #include "hvcore/pci_host.h"
@@ -40,6 +43,23 @@ class Core {
     void* base = nullptr;
     size_t bytes = 0;
     int doorbell_fd = -1;
+  };
+  // A device's PCI function as the core tracks it: a shadow of its BARs (fed the
+  // same config writes the device sees) so that the core maps them synchronously,
+  // and its MSI-X table, whose entries become KVM MSI routes.
+  struct PciFunction {
+    uint32_t device = 0;
+    uint32_t slot = 0, function = 0;
+    std::unique_ptr<devproc::PciConfigSpace> shadow;
+    std::vector<std::pair<int, uint64_t>> bar_sizes;  // (index, size)
+    int msix_bar = -1;
+    uint32_t msix_table_offset = 0;
+    std::vector<std::array<uint8_t, 16>> msix_table;
+    uint32_t first_msix_gsi = 0;
+    int notify_bar = -1;
+    uint32_t notify_offset = 0, notify_stride = 0;
+    std::vector<int> notify_fds;
+    uint64_t notify_mapped = 0;  // guest address the ioeventfds sit at (0: none)
   };
   struct VcpuContext {
     std::unique_ptr<kvm::Vcpu> vcpu;
@@ -84,7 +104,23 @@ class Core {
   std::unique_ptr<kvm::Kvm> kvm_;
   std::unique_ptr<kvm::Vm> vm_;
   std::unique_ptr<GuestMemory> ram_;
-  IoDispatch dispatch_;
+  absl::Status AddPciFunction(uint32_t device, msg::DeviceInfo::Reader info);
+  // After a config write: maps BARs where the shadow says, moves the doorbells.
+  void RemapPciFunction(PciFunction& f);
+  void RebuildDispatch();
+  absl::Status UpdateRoutes();
+  PciFunction* FunctionAt(uint32_t slot, uint32_t function);
+  // An MMIO write into a function's MSI-X table updates its route before the
+  // device sees the write.
+  void NoteMsixWrite(const IoRangeOwner& owner, uint64_t addr, uint32_t size, const uint8_t* data);
+
+  // Replaced whole when a BAR moves; vCPUs read it without a lock.
+  std::shared_ptr<const IoDispatch> dispatch_;
+  std::vector<std::pair<IoRangeOwner, const char*>> fixed_ranges_;
+  std::mutex pci_mu_;  // BAR maps, MSI-X tables, routes
+  std::vector<PciFunction> functions_;
+  std::vector<kvm::GsiRoute> base_routes_;
+  uint32_t next_gsi_ = 24;
   PciHost pci_;
   std::vector<DeviceChannel> devices_;
   std::vector<std::unique_ptr<VcpuContext>> vcpus_;

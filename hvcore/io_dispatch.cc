@@ -34,7 +34,7 @@ absl::Status IoDispatch::Add(const IoRangeOwner& range, const char* device_name)
 }
 
 const IoRangeOwner* IoDispatch::Find(msg::AddressSpace space, uint64_t addr, uint32_t size) const {
-  IoRangeOwner key{space, addr, 0, 0, false};
+  IoRangeOwner key{space, addr, 0, 0, false, -1};
   auto it = std::upper_bound(ranges_.begin(), ranges_.end(), key, Before);
   if (it == ranges_.begin()) return nullptr;
   --it;

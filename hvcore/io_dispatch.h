@@ -17,6 +17,7 @@ struct IoRangeOwner {
   uint64_t length;
   uint32_t device;     // index into the core's device table
   bool posted_writes;  // writes need not wait for the device
+  int bar = -1;        // a PCI BAR of the device's function, or -1 for a fixed range
 };
 
 class IoDispatch {

@@ -51,18 +51,55 @@ enum ExitReason {
   panic @5;        # the guest kernel panicked (pvpanic)
 }
 
+enum BarKind {
+  io @0;
+  mem32 @1;
+  mem64 @2;
+}
+
+struct BarInfo {
+  index @0 :UInt8;
+  kind @1 :BarKind;
+  size @2 :UInt64;
+}
+
+# What the core must know of a PCI function to route its BARs, its MSI-X vectors
+# and its queue notifications without asking the device.
+struct PciFunctionInfo {
+  bars @0 :List(BarInfo);
+  msixBar @1 :UInt8;
+  msixTableOffset @2 :UInt32;
+  msixVectors @3 :UInt16;       # 0: no MSI-X
+  notifyBar @4 :UInt8;
+  notifyOffset @5 :UInt32;
+  notifyStride @6 :UInt32;
+  notifyQueues @7 :UInt16;      # 0: no notification doorbells
+}
+
+struct DeviceReady {
+  ranges @0 :List(Range);       # fixed ranges (ISA ports, its config space)
+  hasPci @1 :Bool;
+  pci @2 :PciFunctionInfo;
+}
+
 struct DeviceInfo {
   name @0 :Text;
   ranges @1 :List(Range);
   channelFd @2 :Int32;    # the device's exit-channel memfd, as inherited by the core
   doorbellFd @3 :Int32;   # its doorbell eventfd
+  hasPci @4 :Bool;
+  slot @5 :UInt8;
+  function @6 :UInt8;
+  pci @7 :PciFunctionInfo;
+  msixFds @8 :List(Int32);    # one eventfd per MSI-X vector: the device writes, KVM injects
+  notifyFds @9 :List(Int32);  # one eventfd per queue: KVM writes on the guest's notify
 }
 
 struct Message {
   union {
     # process -> broker
     hello @0 :Hello;              # first message of every child
-    deviceReady @1 :List(Range);  # a device has configured itself; these are its ranges
+    deviceReady @1 :DeviceReady;  # a device has configured itself
     coreReady @2 :Void;           # the core has built the VM and loaded the guest
     guestExit @3 :GuestExit;      # the guest (or a vCPU) ended the VM
     # broker -> process

@@ -102,12 +102,30 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
   auto ranges = model_->Configure(*this, config);
   if (!ranges.ok()) return ranges.status();
   capnp::MallocMessageBuilder b;
-  auto list = b.initRoot<msg::Message>().initDeviceReady(ranges->size());
+  auto ready = b.initRoot<msg::Message>().initDeviceReady();
+  auto list = ready.initRanges(ranges->size());
   for (size_t i = 0; i < ranges->size(); ++i) {
     list[i].setSpace((*ranges)[i].space);
     list[i].setBase((*ranges)[i].base);
     list[i].setLength((*ranges)[i].length);
     list[i].setPostedWrites((*ranges)[i].posted_writes);
+  }
+  if (auto pci = model_->PciFunction()) {
+    ready.setHasPci(true);
+    auto info = ready.initPci();
+    auto bars = info.initBars(pci->bars.size());
+    for (size_t i = 0; i < pci->bars.size(); ++i) {
+      bars[i].setIndex(pci->bars[i].index);
+      bars[i].setKind(pci->bars[i].kind);
+      bars[i].setSize(pci->bars[i].size);
+    }
+    info.setMsixBar(pci->msix_bar);
+    info.setMsixTableOffset(pci->msix_table_offset);
+    info.setMsixVectors(pci->msix_vectors);
+    info.setNotifyBar(pci->notify_bar);
+    info.setNotifyOffset(pci->notify_offset);
+    info.setNotifyStride(pci->notify_stride);
+    info.setNotifyQueues(pci->notify_queues);
   }
   return SendToPeer(socket_, b);
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +26,23 @@ struct RangeSpec {
   uint64_t base;
   uint64_t length;
   bool posted_writes = true;
+};
+
+// A PCI function's layout as the core must know it (see PciFunctionInfo in msg.capnp).
+struct PciFunctionSpec {
+  struct Bar {
+    int index;
+    msg::BarKind kind;
+    uint64_t size;
+  };
+  std::vector<Bar> bars;
+  uint8_t msix_bar = 0;
+  uint32_t msix_table_offset = 0;
+  uint16_t msix_vectors = 0;
+  uint8_t notify_bar = 0;
+  uint32_t notify_offset = 0;
+  uint32_t notify_stride = 0;
+  uint16_t notify_queues = 0;
 };
 
 // What the runtime offers a device model. All calls are from the loop thread.
@@ -51,6 +69,8 @@ class DeviceModel {
       DeviceContext& context, msg::ConfigureDevice::Reader config) = 0;
   virtual uint64_t Read(msg::AddressSpace space, uint64_t addr, uint8_t size) = 0;
   virtual void Write(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t value) = 0;
+  // A PCI function with BARs describes them here (after Configure).
+  virtual std::optional<PciFunctionSpec> PciFunction() const { return std::nullopt; }
 };
 
 // Parses `--ctl ENDPOINT --name NAME`, runs the device until the broker says stop.

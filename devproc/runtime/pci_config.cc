@@ -28,6 +28,31 @@ PciConfigSpace::PciConfigSpace(const PciIdentity& id) {
   put16(0x2e, id.subsystem);
   bytes_[kInterruptPin] = id.interrupt_pin;
   bytes_[kInterruptLine] = 0xff;
+  writable_[kCommand] = kCommandWritable & 0xff;
+  writable_[kCommand + 1] = kCommandWritable >> 8;
+  writable_[kCacheLine] = 0xff;
+  writable_[kLatency] = 0xff;
+  writable_[kInterruptLine] = 0xff;
+}
+
+uint8_t PciConfigSpace::AddCapability(const std::vector<uint8_t>& bytes,
+                                      const std::vector<uint8_t>& writable) {
+  uint32_t at = (next_capability_at_ + 3) & ~3u;
+  if (bytes.size() < 2 || at + bytes.size() > kSize) return 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    bytes_[at + i] = bytes[i];
+    writable_[at + i] = i < writable.size() ? writable[i] : 0;
+  }
+  bytes_[at + 1] = 0;  // end of the list
+  if (last_capability_ == 0) {
+    bytes_[0x34] = at;
+    bytes_[kStatus] |= 0x10;  // capabilities list present
+  } else {
+    bytes_[last_capability_ + 1] = at;
+  }
+  last_capability_ = at;
+  next_capability_at_ = at + bytes.size();
+  return at;
 }
 
 void PciConfigSpace::AddBar(int index, BarKind kind, uint64_t size, bool prefetchable) {
@@ -93,15 +118,11 @@ void PciConfigSpace::WriteBarDword(int index, uint32_t value) {
 }
 
 void PciConfigSpace::WriteByte(uint32_t reg, uint8_t value) {
-  if (reg == kCommand) {
-    bytes_[reg] = (bytes_[reg] & ~(kCommandWritable & 0xff)) | (value & kCommandWritable & 0xff);
-  } else if (reg == kCommand + 1) {
-    bytes_[reg] = (bytes_[reg] & ~(kCommandWritable >> 8)) | (value & (kCommandWritable >> 8));
-  } else if (reg == kStatus || reg == kStatus + 1) {
-    bytes_[reg] &= ~(value & (reg == kStatus + 1 ? 0xf9 : 0x00));  // error bits: write 1 to clear
-  } else if (reg == kCacheLine || reg == kLatency || reg == kInterruptLine) {
-    bytes_[reg] = value;
+  if (reg == kStatus + 1) {
+    bytes_[reg] &= ~(value & 0xf9);  // error bits: write 1 to clear
+    return;
   }
+  bytes_[reg] = (bytes_[reg] & ~writable_[reg]) | (value & writable_[reg]);
 }
 
 void PciConfigSpace::Write(uint32_t reg, uint32_t size, uint32_t value) {

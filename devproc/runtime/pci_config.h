@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace hv::devproc {
 
@@ -34,6 +35,16 @@ class PciConfigSpace {
   void AddBar(int index, BarKind kind, uint64_t size, bool prefetchable = false);
   void OnBarMoved(BarMovedFn fn) { bar_moved_ = std::move(fn); }
 
+  // Appends a capability (its bytes from the ID on; the next pointer is filled in)
+  // and returns its offset. `writable` marks the bytes the guest may change (same
+  // length as `bytes`, or empty for a read-only capability).
+  uint8_t AddCapability(const std::vector<uint8_t>& bytes, const std::vector<uint8_t>& writable = {});
+  // Direct access for the device's own bookkeeping (e.g. MSI-X control bits).
+  uint8_t RawByte(uint32_t reg) const { return reg < kSize ? bytes_[reg] : 0; }
+  void SetRawByte(uint32_t reg, uint8_t v) {
+    if (reg < kSize) bytes_[reg] = v;
+  }
+
   uint32_t Read(uint32_t reg, uint32_t size) const;
   void Write(uint32_t reg, uint32_t size, uint32_t value);
 
@@ -57,6 +68,9 @@ class PciConfigSpace {
   void SetDword(uint32_t reg, uint32_t v);
 
   std::array<uint8_t, kSize> bytes_{};
+  std::array<uint8_t, kSize> writable_{};  // per byte: bits the guest may change
+  uint8_t last_capability_ = 0;
+  uint8_t next_capability_at_ = 0x40;
   std::array<Bar, 6> bars_{};
   BarMovedFn bar_moved_;
 };

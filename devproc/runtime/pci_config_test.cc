@@ -81,6 +81,20 @@ TEST(PciConfigTest, PartialBarWritesMerge) {
   EXPECT_EQ(cfg.BarAddress(0), 0xfeb00000u);
 }
 
+TEST(PciConfigTest, CapabilitiesChainAndKeepTheirWritableBits) {
+  PciConfigSpace cfg(TestIdentity());
+  uint8_t a = cfg.AddCapability({0x09, 0, 4, 0xaa});
+  uint8_t b = cfg.AddCapability({0x11, 0, 0x03, 0x00}, {0, 0, 0, 0xc0});
+  EXPECT_EQ(cfg.Read(0x06, 2) & 0x10, 0x10u);  // list present
+  EXPECT_EQ(cfg.Read(0x34, 1), a);
+  EXPECT_EQ(cfg.Read(a + 1, 1), b);
+  EXPECT_EQ(cfg.Read(b + 1, 1), 0u);
+  cfg.Write(a + 3, 1, 0x55);  // read-only capability byte
+  EXPECT_EQ(cfg.Read(a + 3, 1), 0xaau);
+  cfg.Write(b + 3, 1, 0xff);  // only the top two bits stick
+  EXPECT_EQ(cfg.Read(b + 3, 1), 0xc0u);
+}
+
 TEST(PciConfigTest, HostileAccessesStayInBounds) {
   PciConfigSpace cfg(TestIdentity());
   cfg.AddBar(0, BarKind::kMem64, 0x1000);

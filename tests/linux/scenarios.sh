@@ -8,7 +8,7 @@ set -uo pipefail
 BROKER=$1 KERNEL=$2 INITRD=$3
 shift 3
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket)
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk)
 T=$(mktemp -d /tmp/hvlin.XXXXXX)
 export HV_RUNTIME_DIR=$T/run
 failures=0
@@ -18,7 +18,8 @@ fail() { echo "FAIL $1: $2"; failures=$((failures + 1)); }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# vm_file NAME CPUS CMDLINE COM1   (COM1: "(stdio = void)" or "(socket = \"PATH\")")
+# vm_file NAME CPUS CMDLINE COM1 [DEVICES]   (COM1: "(stdio = void)" or "(socket = \"PATH\")";
+# DEVICES: more entries for the devices list, e.g. '(slot = 3, emulation = "virtio-blk", path = "d.img"),')
 vm_file() {
   cat >"$T/$1.capnp" <<VM
 using import "/hv/vm.capnp".Vm;
@@ -27,18 +28,18 @@ const vm :Vm = (
   cpus = $2,
   memory = "512M",
   boot = (kernel = "$KERNEL", initrd = "$INITRD", cmdline = "console=ttyS0 $3"),
-  devices = [(slot = 0, emulation = "hostbridge"), (slot = 31, emulation = "lpc")],
+  devices = [(slot = 0, emulation = "hostbridge"), ${5:-} (slot = 31, emulation = "lpc")],
   lpc = (com1 = $4),
 );
 VM
   echo "$T/$1.capnp"
 }
 
-# boot NAME CPUS CMDLINE [COM1] [TIMEOUT]: runs the VM, records output and timing.
+# boot NAME CPUS CMDLINE [COM1] [DEVICES]: runs the VM, records output and timing.
 boot() {
-  local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} limit=${5:-600}
+  local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} devices=${5:-} limit=600
   local file start ready="" dated="" end
-  file=$(vm_file "$name" "$cpus" "$cmdline" "$com1")
+  file=$(vm_file "$name" "$cpus" "$cmdline" "$com1" "$devices")
   start=$(now)
   timeout "$limit" "$BROKER" up "$file" >"$T/$name.out" 2>"$T/$name.err" </dev/null &
   local pid=$!
@@ -123,12 +124,60 @@ check_socket() {
   fi
 }
 
+blocks() { stat -c %b "$1"; }
+md5_at() { dd if="$1" bs=1M skip="$2" count="$3" 2>/dev/null | md5sum | cut -d' ' -f1; }
+
+# virtio-blk: two disks, one read-only; a pattern written and read back through the
+# guest's own driver, the host file checked after the VM ended, and a discard that
+# gives the host its blocks back.
+check_blk() {
+  local a=$T/vda.img b=$T/vdb.img
+  dd if=/dev/urandom of="$a" bs=1M count=32 2>/dev/null
+  truncate -s 64M "$a"
+  dd if=/dev/zero of="$b" bs=1M count=16 2>/dev/null
+  local blocks_before
+  blocks_before=$(blocks "$a")
+  local script
+  script=$(base64 -w0 <<'GUEST'
+echo "sizes vda=$(cat /sys/block/vda/size) vdb=$(cat /sys/block/vdb/size) vdb-ro=$(cat /sys/block/vdb/ro)"
+dd if=/dev/urandom of=/pattern bs=1M count=8 2>/dev/null
+dd if=/pattern of=/dev/vda bs=1M seek=4 conv=fsync 2>/dev/null || echo write-failed
+sync; echo 3 >/proc/sys/vm/drop_caches
+echo "guest-sum=$(md5sum </pattern | cut -d' ' -f1)"
+echo "readback-sum=$(dd if=/dev/vda bs=1M skip=4 count=8 2>/dev/null | md5sum | cut -d' ' -f1)"
+if dd if=/pattern of=/dev/vdb bs=4k count=1 conv=fsync 2>/dev/null; then echo ro-write=accepted; else echo ro-write=refused; fi
+blkdiscard -o 16777216 -l 16777216 /dev/vda && echo discard=done
+GUEST
+)
+  boot blk 1 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\"), (slot = 4, emulation = \"virtio-blk\", path = \"$b\", options = [(key = \"ro\")]),"
+  local out=$T/blk.out ok=1 guest_sum host_sum readback
+  grep -q "sizes vda=131072 vdb=32768 vdb-ro=1" "$out" ||
+    { fail blk "guest disk sizes: $(grep sizes "$out")"; ok=0; }
+  guest_sum=$(sed -n 's/^guest-sum=//p' "$out" | tr -d '\r')
+  readback=$(sed -n 's/^readback-sum=//p' "$out" | tr -d '\r')
+  host_sum=$(md5_at "$a" 4 8)
+  [[ -n $guest_sum && $guest_sum == "$readback" ]] ||
+    { fail blk "guest read back '$readback', wrote '$guest_sum'"; ok=0; }
+  [[ $guest_sum == "$host_sum" ]] || { fail blk "host file holds '$host_sum', guest wrote '$guest_sum'"; ok=0; }
+  grep -q "ro-write=refused" "$out" || { fail blk "the read-only disk took a write"; ok=0; }
+  local blocks_after
+  blocks_after=$(blocks "$a")
+  grep -q "discard=done" "$out" && ((blocks_after <= blocks_before - 16 * 2048 + 2048)) ||
+    { fail blk "discard: st_blocks $blocks_before -> $blocks_after"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of blk) == 0 ]] ||
+    { fail blk "guest result/exit: $(exit_of blk)"; ok=0; }
+  ((ok)) && pass blk "vda/vdb sizes right, 8 MiB pattern round trip (md5 $guest_sum) matches the host file, read-only disk refused a write, discard: st_blocks $blocks_before -> $blocks_after"
+  ((ok)) || show_tail blk
+}
+
 for s in "${SCENARIOS[@]}"; do
   case $s in
     smoke1) check_smoke smoke1 1 ;;
     smoke2) check_smoke smoke2 2 ;;
     panic) check_panic ;;
     socket) check_socket ;;
+    blk) check_blk ;;
     *) fail "$s" "unknown scenario" ;;
   esac
 done
