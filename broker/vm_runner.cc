@@ -394,6 +394,12 @@ void VmRunner::SendConfigureDevice(Process& p) {
   c.setRamSize(config_.memory_bytes);
   c.setVcpus(vm.getCpus());
   c.setRtcUtc(vm.getRtcUtc());
+  auto self = vm.getDevices()[p.device->device_index];
+  for (auto other : vm.getDevices()) {
+    if (other.getSlot() == self.getSlot() && other.getFunction() != self.getFunction()) {
+      c.setMultifunction(true);
+    }
+  }
   c.setRamFd(ram_.get());
   c.setChannelFd(p.channel.get());
   c.setDoorbellFd(p.doorbell.get());

@@ -138,6 +138,7 @@ struct ConfigureDevice {
   doorbellFd @7 :Int32;     # its doorbell eventfd (inherited)
   fds @8 :List(NamedFd);    # backend fds (inherited)
   rtcUtc @9 :Bool = true;   # the VM's RTC keeps UTC (bhyve -u); else local time
+  multifunction @10 :Bool;  # other functions share this device's slot (header type bit 7)
 }
 
 # An interrupt line a device raises by writing an eventfd (KVM irqfd).

@@ -88,7 +88,7 @@ absl::StatusOr<std::vector<devproc::RangeSpec>> VirtioPciDevice::Configure(
   id.subsystem_vendor = kVirtioVendor;
   id.subsystem = 0x40;
   id.class_code = device_->pci_class();
-  id.multifunction = config.getDevice().getFunction() != 0;
+  id.multifunction = config.getMultifunction();
   id.interrupt_pin = 1;  // INTA
   config_ = std::make_unique<devproc::PciConfigSpace>(id);
   config_->AddBar(0, devproc::BarKind::kMem64, kBarSize);

@@ -131,7 +131,8 @@ md5_at() { dd if="$1" bs=1M skip="$2" count="$3" 2>/dev/null | md5sum | cut -d' 
 # guest's own driver, the host file checked after the VM ended, and a discard that
 # gives the host its blocks back.
 check_blk() {
-  local a=$T/vda.img b=$T/vdb.img
+  local a=$T/vda.img b=$T/vdb.img c=$T/vdc.img
+  truncate -s 64M "$c"
   dd if=/dev/urandom of="$a" bs=1M count=32 2>/dev/null
   truncate -s 64M "$a"
   dd if=/dev/zero of="$b" bs=1M count=16 2>/dev/null
@@ -147,10 +148,12 @@ echo "guest-sum=$(md5sum </pattern | cut -d' ' -f1)"
 echo "readback-sum=$(dd if=/dev/vda bs=1M skip=4 count=8 2>/dev/null | md5sum | cut -d' ' -f1)"
 if dd if=/pattern of=/dev/vdb bs=4k count=1 conv=fsync 2>/dev/null; then echo ro-write=accepted; else echo ro-write=refused; fi
 blkdiscard -o 16777216 -l 16777216 /dev/vda && echo discard=done
+mkfs.ext4 -q /dev/vdc && mount -t ext4 /dev/vdc /mnt && echo "written by the guest" >/mnt/hello &&
+  umount /mnt && mount -t ext4 /dev/vdc /mnt && echo "ext4-read=$(cat /mnt/hello)" && umount /mnt
 GUEST
 )
   boot blk 1 "panic=-1 hv.run=$script" "(stdio = void)" \
-    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\"), (slot = 4, emulation = \"virtio-blk\", path = \"$b\", options = [(key = \"ro\")]),"
+    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\"), (slot = 4, emulation = \"virtio-blk\", path = \"$b\", options = [(key = \"ro\")]), (slot = 4, function = 1, emulation = \"virtio-blk\", path = \"$c\"),"
   local out=$T/blk.out ok=1 guest_sum host_sum readback
   grep -q "sizes vda=131072 vdb=32768 vdb-ro=1" "$out" ||
     { fail blk "guest disk sizes: $(grep sizes "$out")"; ok=0; }
@@ -165,9 +168,13 @@ GUEST
   blocks_after=$(blocks "$a")
   grep -q "discard=done" "$out" && ((blocks_after <= blocks_before - 16 * 2048 + 2048)) ||
     { fail blk "discard: st_blocks $blocks_before -> $blocks_after"; ok=0; }
+  grep -q "ext4-read=written by the guest" "$out" ||
+    { fail blk "ext4 round trip on vdc (slot 4 function 1) failed"; ok=0; }
+  [[ $(debugfs -R "cat /hello" "$c" 2>/dev/null) == "written by the guest" ]] ||
+    { fail blk "the host does not find /hello in vdc.img"; ok=0; }
   grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of blk) == 0 ]] ||
     { fail blk "guest result/exit: $(exit_of blk)"; ok=0; }
-  ((ok)) && pass blk "vda/vdb sizes right, 8 MiB pattern round trip (md5 $guest_sum) matches the host file, read-only disk refused a write, discard: st_blocks $blocks_before -> $blocks_after"
+  ((ok)) && pass blk "vda/vdb sizes right, 8 MiB pattern round trip (md5 $guest_sum) matches the host file, read-only disk refused a write, discard: st_blocks $blocks_before -> $blocks_after, mkfs.ext4 + mount + file on vdc at slot 4 function 1, read back by the host"
   ((ok)) || show_tail blk
 }
 
