@@ -385,12 +385,7 @@ void VmRunner::SendConfigureDevice(Process& p) {
   auto c = b.initRoot<msg::Message>().initConfigureDevice();
   c.setDevice(vm.getDevices()[p.device->device_index]);
   c.setLpc(vm.getLpc());
-  auto ram = c.initRam(regions_.size());
-  for (size_t i = 0; i < regions_.size(); ++i) {
-    ram[i].setGpa(regions_[i].gpa);
-    ram[i].setSize(regions_[i].size);
-    ram[i].setOffset(regions_[i].offset);
-  }
+  FillRamRegions(regions_, c.initRam(regions_.size()));
   c.setRamSize(config_.memory_bytes);
   c.setVcpus(vm.getCpus());
   c.setRtcUtc(vm.getRtcUtc());
@@ -445,12 +440,7 @@ void VmRunner::MaybeConfigureCore() {
   capnp::MallocMessageBuilder b;
   auto c = b.initRoot<msg::Message>().initConfigureCore();
   c.setVm(vm);
-  auto ram = c.initRam(regions_.size());
-  for (size_t i = 0; i < regions_.size(); ++i) {
-    ram[i].setGpa(regions_[i].gpa);
-    ram[i].setSize(regions_[i].size);
-    ram[i].setOffset(regions_[i].offset);
-  }
+  FillRamRegions(regions_, c.initRam(regions_.size()));
   c.setRamSize(config_.memory_bytes);
   c.setRamFd(ram_.get());
   c.setKernelFd(kernel_.get());

@@ -1,5 +1,7 @@
 #include "common/zmq_msg.h"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -49,6 +51,29 @@ absl::Status SendToIdentity(zmq::socket_t& socket, const std::string& peer,
     return absl::UnavailableError(absl::StrCat("zmq send to ", peer, ": ", e.what()));
   }
   return absl::OkStatus();
+}
+
+absl::Status SendHello(zmq::socket_t& socket, const std::string& role) {
+  capnp::MallocMessageBuilder b;
+  auto hello = b.initRoot<msg::Message>().initHello();
+  hello.setRole(role);
+  hello.setPid(getpid());
+  return SendToPeer(socket, b);
+}
+
+void FillRamRegions(const std::vector<GuestRamRegion>& regions,
+                    capnp::List<msg::RamRegion>::Builder out) {
+  for (size_t i = 0; i < regions.size() && i < out.size(); ++i) {
+    out[i].setGpa(regions[i].gpa);
+    out[i].setSize(regions[i].size);
+    out[i].setOffset(regions[i].offset);
+  }
+}
+
+std::vector<GuestRamRegion> RamRegionsFrom(capnp::List<msg::RamRegion>::Reader in) {
+  std::vector<GuestRamRegion> regions;
+  for (auto r : in) regions.push_back({r.getGpa(), r.getSize(), r.getOffset()});
+  return regions;
 }
 
 std::string BrokerEndpoint(const std::string& runtime_dir) {

@@ -5,11 +5,13 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "capnp/message.h"
 #include "capnp/serialize.h"
+#include "common/guest_layout.h"
 #include "schema/msg.capnp.h"
 #include "zmq.hpp"
 
@@ -37,6 +39,14 @@ absl::Status SendToPeer(zmq::socket_t& socket, capnp::MessageBuilder& builder);
 // On a ROUTER: to the peer whose identity is `peer`.
 absl::Status SendToIdentity(zmq::socket_t& socket, const std::string& peer,
                             capnp::MessageBuilder& builder);
+
+// A child's first message: who it is.
+absl::Status SendHello(zmq::socket_t& socket, const std::string& role);
+
+// Guest RAM regions to and from their message form.
+void FillRamRegions(const std::vector<GuestRamRegion>& regions,
+                    capnp::List<msg::RamRegion>::Builder out);
+std::vector<GuestRamRegion> RamRegionsFrom(capnp::List<msg::RamRegion>::Reader in);
 
 // The ZeroMQ endpoint of a VM's broker: ipc://DIR/broker.ctl.
 std::string BrokerEndpoint(const std::string& runtime_dir);

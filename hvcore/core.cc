@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/fd.h"
+#include "common/zmq_msg.h"
 #include "hvcore/acpi/acpi.h"
 #include "hvcore/boot_layout.h"
 #include "hvcore/linux_loader.h"
@@ -80,8 +81,7 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
   if (auto s = vm_->CreateIrqchip(); !s.ok()) return s;
   if (auto s = vm_->CreatePit2(); !s.ok()) return s;
 
-  std::vector<GuestRamRegion> regions;
-  for (auto r : config.getRam()) regions.push_back({r.getGpa(), r.getSize(), r.getOffset()});
+  std::vector<GuestRamRegion> regions = RamRegionsFrom(config.getRam());
   auto ram = GuestMemory::Map(config.getRamFd(), config.getRamSize(), regions);
   if (!ram.ok()) return ram.status();
   ram_ = std::move(*ram);

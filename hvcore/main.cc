@@ -70,15 +70,9 @@ int Run(const std::string& endpoint) {
   socket.set(zmq::sockopt::routing_id, "core");
   socket.set(zmq::sockopt::linger, 1000);
   socket.connect(endpoint);
-  {
-    capnp::MallocMessageBuilder b;
-    auto hello = b.initRoot<msg::Message>().initHello();
-    hello.setRole("core");
-    hello.setPid(getpid());
-    if (auto s = SendToPeer(socket, b); !s.ok()) {
-      HV_ERROR("%s", std::string(s.message()).c_str());
-      return 1;
-    }
+  if (auto s = SendHello(socket, "core"); !s.ok()) {
+    HV_ERROR("%s", std::string(s.message()).c_str());
+    return 1;
   }
   ExitQueue exits;
   std::unique_ptr<Core> core;

@@ -81,8 +81,7 @@ class Runtime : public DeviceContext {
 };
 
 absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
-  std::vector<GuestRamRegion> regions;
-  for (auto r : config.getRam()) regions.push_back({r.getGpa(), r.getSize(), r.getOffset()});
+  std::vector<GuestRamRegion> regions = RamRegionsFrom(config.getRam());
   auto ram = GuestMemory::Map(config.getRamFd(), config.getRamSize(), regions);
   if (!ram.ok()) return ram.status();
   ram_ = std::move(*ram);
@@ -170,15 +169,9 @@ int Runtime::Run(const std::string& endpoint) {
   socket_.set(zmq::sockopt::routing_id, name_);
   socket_.set(zmq::sockopt::linger, 1000);
   socket_.connect(endpoint);
-  {
-    capnp::MallocMessageBuilder b;
-    auto hello = b.initRoot<msg::Message>().initHello();
-    hello.setRole(name_);
-    hello.setPid(getpid());
-    if (auto s = SendToPeer(socket_, b); !s.ok()) {
-      HV_ERROR("%s", std::string(s.message()).c_str());
-      return 1;
-    }
+  if (auto s = SendHello(socket_, name_); !s.ok()) {
+    HV_ERROR("%s", std::string(s.message()).c_str());
+    return 1;
   }
   std::vector<zmq::pollitem_t> items;
   std::vector<int> item_fds;
