@@ -141,6 +141,7 @@ check_blk() {
   local script
   script=$(base64 -w0 <<'GUEST'
 echo "sizes vda=$(cat /sys/block/vda/size) vdb=$(cat /sys/block/vdb/size) vdb-ro=$(cat /sys/block/vdb/ro)"
+echo "vda-queues=$(ls /sys/block/vda/mq | wc -l)"
 dd if=/dev/urandom of=/pattern bs=1M count=8 2>/dev/null
 dd if=/pattern of=/dev/vda bs=1M seek=4 conv=fsync 2>/dev/null || echo write-failed
 sync; echo 3 >/proc/sys/vm/drop_caches
@@ -152,11 +153,12 @@ mkfs.ext4 -q /dev/vdc && mount -t ext4 /dev/vdc /mnt && echo "written by the gue
   umount /mnt && mount -t ext4 /dev/vdc /mnt && echo "ext4-read=$(cat /mnt/hello)" && umount /mnt
 GUEST
 )
-  boot blk 1 "panic=-1 hv.run=$script" "(stdio = void)" \
-    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\"), (slot = 4, emulation = \"virtio-blk\", path = \"$b\", options = [(key = \"ro\")]), (slot = 4, function = 1, emulation = \"virtio-blk\", path = \"$c\"),"
+  boot blk 2 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\", options = [(key = \"num_queues\", value = \"2\")]), (slot = 4, emulation = \"virtio-blk\", path = \"$b\", options = [(key = \"ro\")]), (slot = 4, function = 1, emulation = \"virtio-blk\", path = \"$c\"),"
   local out=$T/blk.out ok=1 guest_sum host_sum readback
   grep -q "sizes vda=131072 vdb=32768 vdb-ro=1" "$out" ||
     { fail blk "guest disk sizes: $(grep sizes "$out")"; ok=0; }
+  grep -q "vda-queues=2" "$out" || { fail blk "vda should have 2 request queues: $(grep vda-queues "$out")"; ok=0; }
   guest_sum=$(sed -n 's/^guest-sum=//p' "$out" | tr -d '\r')
   readback=$(sed -n 's/^readback-sum=//p' "$out" | tr -d '\r')
   host_sum=$(md5_at "$a" 4 8)
@@ -174,7 +176,7 @@ GUEST
     { fail blk "the host does not find /hello in vdc.img"; ok=0; }
   grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of blk) == 0 ]] ||
     { fail blk "guest result/exit: $(exit_of blk)"; ok=0; }
-  ((ok)) && pass blk "vda/vdb sizes right, 8 MiB pattern round trip (md5 $guest_sum) matches the host file, read-only disk refused a write, discard: st_blocks $blocks_before -> $blocks_after, mkfs.ext4 + mount + file on vdc at slot 4 function 1, read back by the host"
+  ((ok)) && pass blk "vda/vdb sizes right, 8 MiB pattern round trip (md5 $guest_sum) matches the host file, 2 request queues on vda, read-only disk refused a write, discard: st_blocks $blocks_before -> $blocks_after, mkfs.ext4 + mount + file on vdc at slot 4 function 1, read back by the host"
   ((ok)) || show_tail blk
 }
 
