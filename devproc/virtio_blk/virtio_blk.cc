@@ -94,6 +94,9 @@ class VirtioBlk : public virtio::VirtioDevice {
         break;
       }
     }
+    // Requests that ran on this thread are done already: complete them now
+    // rather than after another trip through poll().
+    if (backend_->pending() > 0) engines_[q]->DrainCompletions();
     SignalTouched();
   }
 
