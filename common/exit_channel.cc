@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "capnp/message.h"
 #include "capnp/serialize.h"
+#include "common/fd.h"
 
 namespace hv {
 namespace {
@@ -98,9 +99,7 @@ void ExitChannelClient::RingDoorbell() {
   // Pairs with PrepareToSleep(): the head store above is seq_cst, so either the
   // device sees the new slot or we see that it sleeps.
   if (header_->device_sleeping.load(std::memory_order_seq_cst) != 0) {
-    uint64_t one = 1;
-    ssize_t ignored = write(doorbell_fd_, &one, sizeof(one));
-    (void)ignored;
+    SignalEventFd(doorbell_fd_);
   }
 }
 

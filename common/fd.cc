@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
@@ -78,6 +79,12 @@ absl::Status SetCloexec(int fd, bool on) {
   flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
   if (fcntl(fd, F_SETFD, flags) < 0) return ErrnoStatus("fcntl(F_SETFD)");
   return absl::OkStatus();
+}
+
+void SignalEventFd(int fd) {
+  uint64_t one = 1;
+  ssize_t ignored = write(fd, &one, sizeof(one));
+  (void)ignored;
 }
 
 absl::StatusOr<int> ParseInheritedFd(const std::string& text, const std::string& what) {

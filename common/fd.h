@@ -49,6 +49,10 @@ absl::Status PreadFull(int fd, void* buf, size_t len, off_t offset);
 // Clears or sets FD_CLOEXEC: fds a child must inherit have it cleared.
 absl::Status SetCloexec(int fd, bool on);
 
+// Adds 1 to an eventfd's counter: a doorbell, an irqfd, a completion. A full
+// counter (EAGAIN) already means "signalled", so errors are ignored.
+void SignalEventFd(int fd);
+
 // Parses a decimal fd number handed over on a command line and checks it is open.
 absl::StatusOr<int> ParseInheritedFd(const std::string& text, const std::string& what);
 

@@ -31,9 +31,7 @@ class ExitQueue {
       std::lock_guard<std::mutex> lock(mu_);
       items_.push_back({reason, status, std::move(detail)});
     }
-    uint64_t one = 1;
-    ssize_t ignored = write(efd_.get(), &one, sizeof(one));
-    (void)ignored;
+    SignalEventFd(efd_.get());
   }
   struct Item {
     msg::ExitReason reason;

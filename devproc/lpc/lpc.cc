@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd.h"
 #include "common/log.h"
 #include "devproc/lpc/acpi_pm.h"
 #include "devproc/lpc/i8042.h"
@@ -52,9 +53,7 @@ class IrqLine {
   explicit IrqLine(int fd = -1) : fd_(fd) {}
   void Pulse() const {
     if (fd_ < 0) return;
-    uint64_t one = 1;
-    ssize_t ignored = write(fd_, &one, sizeof(one));
-    (void)ignored;
+    SignalEventFd(fd_);
   }
   void Edge(bool asserted) const {
     if (asserted) Pulse();

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace hv::lpc {
@@ -43,9 +44,7 @@ void SerialPort::Attach(devproc::DeviceContext& ctx) {
 
 void SerialPort::SetIrq(bool asserted) {
   if (!asserted || irq_fd_ < 0) return;  // ISA IRQs are edge-triggered: the rising edge
-  uint64_t one = 1;
-  ssize_t ignored = write(irq_fd_, &one, sizeof(one));
-  (void)ignored;
+  SignalEventFd(irq_fd_);
 }
 
 uint8_t SerialPort::Read(uint8_t offset) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace hv::virtio {
@@ -195,9 +196,7 @@ bool VirtioPciDevice::VectorMasked(uint16_t vector) const {
 
 void VirtioPciDevice::WriteIntx() {
   if (intx_fd_ < 0) return;
-  uint64_t one = 1;
-  ssize_t ignored = write(intx_fd_, &one, sizeof(one));
-  (void)ignored;
+  SignalEventFd(intx_fd_);
 }
 
 void VirtioPciDevice::Raise(uint16_t vector, uint8_t isr_bit) {
@@ -211,9 +210,7 @@ void VirtioPciDevice::Raise(uint16_t vector, uint8_t isr_bit) {
     msix_pending_[vector] = true;  // delivered when the guest unmasks it
     return;
   }
-  uint64_t one = 1;
-  ssize_t ignored = write(msix_fds_[vector], &one, sizeof(one));
-  (void)ignored;
+  SignalEventFd(msix_fds_[vector]);
 }
 
 void VirtioPciDevice::DeliverPending() {

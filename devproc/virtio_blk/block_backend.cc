@@ -128,9 +128,7 @@ void BlockBackend::Submit(BlockOp op, Callback done) {
       done_.push_back(Done{std::move(done), std::move(status)});
     }
     done_cv_.notify_all();
-    uint64_t one = 1;
-    ssize_t ignored = write(event_fd_.get(), &one, sizeof(one));
-    (void)ignored;
+    SignalEventFd(event_fd_.get());
     return;
   }
   {
@@ -159,11 +157,7 @@ void BlockBackend::WorkerLoop() {
       done_.push_back(Done{std::move(job.done), std::move(status)});
     }
     done_cv_.notify_all();
-    uint64_t one = 1;
-    // The counter cannot overflow in practice; EAGAIN would only mean it is
-    // already readable.
-    ssize_t n = write(event_fd_.get(), &one, sizeof(one));
-    (void)n;
+    SignalEventFd(event_fd_.get());
   }
 }
 
