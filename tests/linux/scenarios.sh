@@ -36,7 +36,19 @@ VM
 }
 
 # boot NAME CPUS CMDLINE [COM1] [DEVICES]: runs the VM, records output and timing.
+# A guest that triple-faults is booted once more, and the run says so: under the
+# nested host (QEMU's emulated SVM) a Debian guest has triple-faulted in about one
+# boot in ten, on hv, cause not yet found (see the issue notes). Every other
+# outcome counts as it is.
 boot() {
+  boot_once "$@"
+  if [[ $(cat "$T/$1.exit") == 3 ]]; then
+    echo "RETRY $1: the guest triple-faulted: $(grep -m1 -o 'triple-faulted.*' "$T/$1.err" | cut -c1-160)"
+    boot_once "$@"
+  fi
+}
+
+boot_once() {
   local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} devices=${5:-} limit=600
   local file start ready="" dated="" end
   file=$(vm_file "$name" "$cpus" "$cmdline" "$com1" "$devices")
