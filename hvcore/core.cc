@@ -137,6 +137,7 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
   auto cpuid = kvm_->SupportedCpuid();
   if (!cpuid.ok()) return cpuid.status();
   cpuid_ = std::move(*cpuid);
+  vcpus_expected_ = ncpus;
   auto mmap_size = kvm_->VcpuMmapSize();
   if (!mmap_size.ok()) return mmap_size.status();
   abandon_ = [this] { return stopping_.load(std::memory_order_relaxed); };
@@ -258,13 +259,37 @@ absl::StatusOr<Core::BootState> Core::LoadGuest(msg::ConfigureCore::Reader confi
 
 absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boot) {
   // CPUID as KVM supports it, with this vCPU's APIC id.
+  // The topology is the VM's (one socket of `ncpus` single-thread cores), not the
+  // host's that KVM's table describes: every leaf that names an APIC id or counts
+  // CPUs says so, or a guest may take two vCPUs for the same CPU.
+  uint32_t ncpus = vcpus_expected_;
+  uint32_t core_bits = 0;
+  while ((1u << core_bits) < ncpus) ++core_bits;
   std::vector<kvm_cpuid_entry2> cpuid = cpuid_;
   for (auto& e : cpuid) {
     if (e.function == 1) {
-      e.ebx = (e.ebx & 0x00ffffff) | (id << 24);
+      e.ebx = (e.ebx & 0x0000ffff) | (id << 24) | ((ncpus & 0xff) << 16);
+      if (ncpus > 1) e.edx |= 1u << 28;  // HTT: the count above is valid
       e.ecx |= 1u << 31;  // "running on a hypervisor": guests then look at the KVM leaves
     }
-    if (e.function == 0xb || e.function == 0x1f) e.edx = id;
+    if (e.function == 0xb || e.function == 0x1f) {
+      e.edx = id;
+      if (e.index == 0) {  // SMT level: one thread per core
+        e.eax = 0;
+        e.ebx = 1;
+        e.ecx = (1u << 8) | 0;
+      } else if (e.index == 1) {  // core level
+        e.eax = core_bits;
+        e.ebx = ncpus;
+        e.ecx = (2u << 8) | 1;
+      }
+    }
+    if (e.function == 0x80000008) e.ecx = (e.ecx & ~0xf0ffu) | (core_bits << 12) | (ncpus - 1);
+    if (e.function == 0x8000001e) {  // AMD: extended APIC id, core id, node id
+      e.eax = id;
+      e.ebx = id & 0xff;
+      e.ecx = 0;
+    }
     // XSAVE area size for the features enabled in XCR0: at reset only x87 (the
     // legacy area and the header, 576 bytes), as on hardware. KVM updates it when
     // the guest sets XCR0; KVM's table holds the host's current size instead.

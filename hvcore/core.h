@@ -125,6 +125,7 @@ class Core {
   std::vector<DeviceChannel> devices_;
   std::vector<std::unique_ptr<VcpuContext>> vcpus_;
   std::vector<kvm_cpuid_entry2> cpuid_;
+  uint32_t vcpus_expected_ = 1;
   std::atomic<bool> stopping_{false};
   std::function<bool()> abandon_;
 };
