@@ -28,7 +28,7 @@ void OnKick(int) {}
 constexpr uint64_t kIdentityMapAddr = 0xfeffc000;
 constexpr uint64_t kTssAddr = 0xfeffd000;
 
-kvm_segment FlatSegment(uint16_t selector, uint8_t type, bool code) {
+kvm_segment FlatSegment(uint16_t selector, uint8_t type) {
   kvm_segment s = {};
   s.base = 0;
   s.limit = 0xffffffff;
@@ -40,7 +40,6 @@ kvm_segment FlatSegment(uint16_t selector, uint8_t type, bool code) {
   s.s = 1;
   s.l = 0;
   s.g = 1;
-  (void)code;
   return s;
 }
 
@@ -310,10 +309,10 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boo
   regs.rflags = 0x2;
   if (boot.long_mode) {
     // Linux 64-bit entry: long mode, identity-mapped paging, __BOOT_CS/__BOOT_DS.
-    sregs->cs = FlatSegment(0x10, 0xb, true);
+    sregs->cs = FlatSegment(0x10, 0xb);
     sregs->cs.l = 1;
     sregs->cs.db = 0;
-    sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3, false);
+    sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3);
     sregs->gdt.base = boot.gdt;
     sregs->gdt.limit = boot.gdt_limit;
     sregs->cr3 = boot.cr3;
@@ -323,8 +322,8 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boo
     regs.rsi = boot.rsi;
   } else {
     // PVH entry: 32-bit protected mode, paging off, flat segments.
-    sregs->cs = FlatSegment(0x10, 0xb, true);
-    sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3, false);
+    sregs->cs = FlatSegment(0x10, 0xb);
+    sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = FlatSegment(0x18, 0x3);
     sregs->cr0 = 0x11;  // PE | ET
     sregs->cr3 = 0;
     sregs->cr4 = 0;
@@ -515,7 +514,9 @@ bool Core::PciConfigAccess(VcpuContext& ctx, uint32_t port, uint32_t size, bool 
     std::lock_guard<std::mutex> lock(pci_mu_);
     if (PciFunction* f = FunctionAt(t.slot, t.function)) {
       f->shadow->Write(t.reg, size, value);
-      RemapPciFunction(*f);
+      // Only the command register and the BARs decide where the BARs decode.
+      bool moves_bars = (t.reg < 0x06) || (t.reg >= 0x10 && t.reg < 0x28);
+      if (moves_bars) RemapPciFunction(*f);
     }
   }
   return Forward(ctx, *owner, msg::AddressSpace::PCI_CONFIG, addr, size, is_write, data);

@@ -14,13 +14,10 @@ namespace {
 constexpr uint16_t kVirtioVendor = 0x1af4;
 constexpr uint16_t kNoVector = 0xffff;
 
-// Device status bits (2.1).
-constexpr uint8_t kStatusAcknowledge = 1;
-constexpr uint8_t kStatusDriver = 2;
+// Device status bits (2.1) the device acts on.
 constexpr uint8_t kStatusDriverOk = 4;
 constexpr uint8_t kStatusFeaturesOk = 8;
 constexpr uint8_t kStatusNeedsReset = 0x40;
-constexpr uint8_t kStatusFailed = 0x80;
 
 // virtio_pci_cap cfg_type (4.1.4).
 constexpr uint8_t kCapCommon = 1;
@@ -400,9 +397,6 @@ void VirtioPciDevice::WriteStatus(uint8_t status) {
     device_->Activate(*this);
     for (uint16_t q = 0; q < queues_.size(); ++q) Notify(q);  // buffers added before DRIVER_OK
   }
-  (void)kStatusAcknowledge;
-  (void)kStatusDriver;
-  (void)kStatusFailed;
 }
 
 void VirtioPciDevice::ResetDevice() {
