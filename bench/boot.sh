@@ -6,7 +6,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF2'
 Usage: bench/boot.sh [--runs N] [--machines "hv pc microvm"] [--vcpus "1 2"] [--mem SIZE]
-                     [--append ARGS] [--l1-smp N]
+                     [--append ARGS] [--l1-smp N] [--tsv FILE]
 
 Boots ${HV_CACHE:-~/.cache/hv}/vmlinuz (Debian 6.1) and guest-initramfs.cpio.gz
 (tools/guest-images) with the kernel command line
@@ -21,11 +21,15 @@ tools/kvmhost --smp N (--l1-smp, default 2), the nested KVM host. Timings inside
 are only comparable with other measurements taken inside it (everything is emulated by TCG),
 and are noisy when the machine is busy.
 
-Defaults: --runs 3, --machines "pc microvm", --vcpus "1 2", --mem 512M.
+Runs alternate between the machines, after one untimed start of each VMM (so that
+no machine alone pays for reading its executables into the page cache).
+--tsv also writes "boot ready ms Nvcpu<TAB>hv<TAB>pc" and "boot exit ms Nvcpu" lines.
+
+Defaults: --runs 3, --machines "hv pc microvm", --vcpus "1 2", --mem 512M.
 EOF2
 }
 
-RUNS=3 MACHINES="hv pc microvm" VCPUS="1 2" MEM=512M APPEND_EXTRA="" L1_SMP=2
+RUNS=3 MACHINES="hv pc microvm" VCPUS="1 2" MEM=512M APPEND_EXTRA="" L1_SMP=2 TSV=""
 ARGS=("$@")
 while (($#)); do
   case "$1" in
@@ -35,6 +39,8 @@ while (($#)); do
     --mem) MEM=$2; shift 2 ;;
     --append) APPEND_EXTRA=$2; shift 2 ;;
     --l1-smp) L1_SMP=$2; shift 2 ;;
+    --tsv) TSV=$2; shift 2 ;;
+    --emit-tsv) TSV=-; shift ;;  # internal: TSV lines on stdout, prefixed "tsv<TAB>"
     -h|--help) usage; exit 0 ;;
     *) echo "boot.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -43,7 +49,19 @@ done
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${HV_KVMHOST:-}" ] && { [ -d /sys/module/kvm_pvm ] || ! grep -qwE 'vmx|svm' /proc/cpuinfo; }; then
   "$ROOT/tools/guest-images" --quiet
-  exec "$ROOT/tools/kvmhost" --smp "$L1_SMP" --mem 3G --timeout 3600 -- "$ROOT/bench/boot.sh" "${ARGS[@]}"
+  # The nested host's files are not the host's: TSV lines come back on stdout.
+  inner=()
+  for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    if [ "${ARGS[i]}" = --tsv ]; then i=$((i + 1)); else inner+=("${ARGS[i]}"); fi
+  done
+  out=$(mktemp)
+  set +e
+  "$ROOT/tools/kvmhost" --smp "$L1_SMP" --mem 3G --timeout 3600 -- "$ROOT/bench/boot.sh" "${inner[@]}" --emit-tsv |
+    tee "$out" | grep -v $'^tsv\t'
+  rc=${PIPESTATUS[0]}
+  [ -n "$TSV" ] && grep $'^tsv\t' "$out" | cut -f2- >"$TSV"
+  rm -f "$out"
+  exit "$rc"
 fi
 
 CACHE=${HV_CACHE:-$HOME/.cache/hv}
@@ -88,9 +106,12 @@ echo "# QEMU $(qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), kern
 echo "# append: $APPEND"
 printf '%-8s %5s %4s %10s %10s %7s %s\n' machine vcpus run ready_ms exit_ms result guest
 declare -A READY=() EXIT=()
-for m in $MACHINES; do
+"$BROKER" --help >/dev/null 2>&1 || true
+for exe in hvcore/hvcore devproc/lpc/hv-lpc; do "$ROOT/.bazel/bin/$exe" --help >/dev/null 2>&1 || true; done
+qemu-system-x86_64 --version >/dev/null
+for r in $(seq 1 "$RUNS"); do
   for v in $VCPUS; do
-    for r in $(seq 1 "$RUNS"); do
+    for m in $MACHINES; do
       log=$(mktemp)
       ready="" result="-" guest=""
       start=$EPOCHREALTIME
@@ -130,4 +151,10 @@ for m in $MACHINES; do
     printf '%-8s %5s %10s %10s %12s %12s\n' "$m" "$v" "$r" "$e" "$rr" "$er"
   done
 done
+if [ -n "$TSV" ]; then
+  for v in $VCPUS; do
+    printf 'boot ready ms %svcpu\t%s\t%s\n' "$v" "$(echo "${READY[hv/$v]:-}" | median)" "$(echo "${READY[pc/$v]:-}" | median)"
+    printf 'boot exit ms %svcpu\t%s\t%s\n' "$v" "$(echo "${EXIT[hv/$v]:-}" | median)" "$(echo "${EXIT[pc/$v]:-}" | median)"
+  done | if [ "$TSV" = - ]; then sed $'s/^/tsv\t/'; else cat >"$TSV"; fi
+fi
 rm -rf "$SCRATCH"

@@ -41,6 +41,11 @@ ExitRing* RingsOf(void* base) {
 
 }  // namespace
 
+uint64_t PublishedKey(msg::AddressSpace space, uint64_t addr, uint8_t size) {
+  return (uint64_t{1} << 63) | (uint64_t{static_cast<uint8_t>(space)} << 56) |
+         (uint64_t{size} << 48) | (addr & ((uint64_t{1} << 48) - 1));
+}
+
 size_t ExitChannelBytes(uint32_t vcpus) {
   return sizeof(ExitChannelHeader) + sizeof(ExitRing) * vcpus;
 }
@@ -119,6 +124,15 @@ absl::StatusOr<uint32_t> ExitChannelClient::Post(const IoAccess& access,
   }
   IoAccess numbered = access;
   numbered.seq = next_seq_++;
+  // Which published registers this access might change: all of them, except the
+  // ones that name it as a write that leaves them alone.
+  uint64_t target = PublishedKey(access.space, access.addr, 0);
+  for (int i = 0; i < kPublishedRegisters; ++i) {
+    if (!access.is_write ||
+        header_->published[i].unaffected_by.load(std::memory_order_relaxed) != target) {
+      ordering_seq_[i] = numbered.seq;
+    }
+  }
   EncodeIoAccess(numbered, ring_->slots[head % kExitRingSlots]);
   ring_->head.store(head + 1, std::memory_order_seq_cst);
   RingDoorbell();
@@ -139,6 +153,11 @@ absl::Status ExitChannelClient::PostWrite(msg::AddressSpace space, uint64_t addr
 absl::StatusOr<uint64_t> ExitChannelClient::Read(msg::AddressSpace space, uint64_t addr,
                                                  uint8_t size,
                                                  const std::function<bool()>& abandon) {
+  uint64_t published = 0;
+  if (ReadPublished(PublishedKey(space, addr, size), &published)) {
+    ++published_reads_;
+    return published;
+  }
   IoAccess access;
   access.space = space;
   access.size = size;
@@ -166,6 +185,25 @@ absl::StatusOr<uint64_t> ExitChannelClient::Read(msg::AddressSpace space, uint64
   return ring_->reply_data.load(std::memory_order_relaxed);
 }
 
+bool ExitChannelClient::ReadPublished(uint64_t key, uint64_t* value) {
+  for (int i = 0; i < kPublishedRegisters; ++i) {
+    PublishedRegister& r = header_->published[i];
+    if (r.key.load(std::memory_order_relaxed) != key) continue;
+    // Everything this vCPU posted that could change the register must be handled.
+    uint32_t handled = ring_->handled_seq.load(std::memory_order_acquire);
+    if (static_cast<int32_t>(handled - ordering_seq_[i]) < 0) return false;
+    uint32_t before = r.version.load(std::memory_order_acquire);
+    if (before & 1) return false;
+    bool valid = r.valid.load(std::memory_order_acquire) != 0;
+    uint64_t v = r.value.load(std::memory_order_acquire);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (!valid || r.version.load(std::memory_order_relaxed) != before) return false;
+    *value = v;
+    return true;
+  }
+  return false;
+}
+
 ExitChannelServer::ExitChannelServer(void* base, uint32_t vcpus, int doorbell_fd)
     : header_(static_cast<ExitChannelHeader*>(base)),
       rings_(RingsOf(base)),
@@ -186,6 +224,8 @@ size_t ExitChannelServer::Drain(const Handler& handler) {
       ++handled;
       if (!access.ok()) continue;  // only the core writes slots; a bad one is skipped
       uint64_t value = handler(*access);
+      // After the handler: published registers it changed are already updated.
+      ring.handled_seq.store(access->seq, std::memory_order_release);
       if (!access->is_write) {
         ring.reply_data.store(value, std::memory_order_relaxed);
         ring.reply_seq.store(access->seq, std::memory_order_seq_cst);
@@ -204,6 +244,34 @@ bool ExitChannelServer::AnyPending() const {
     }
   }
   return false;
+}
+
+int ExitChannelServer::AddPublished(msg::AddressSpace space, uint64_t addr, uint8_t size,
+                                    uint64_t unaffected_by) {
+  for (int i = 0; i < kPublishedRegisters; ++i) {
+    PublishedRegister& r = header_->published[i];
+    if (r.key.load(std::memory_order_relaxed) != 0) continue;
+    r.valid.store(0, std::memory_order_relaxed);
+    r.unaffected_by.store(unaffected_by, std::memory_order_relaxed);
+    r.key.store(PublishedKey(space, addr, size), std::memory_order_release);
+    return i;
+  }
+  return -1;
+}
+
+void ExitChannelServer::SetPublished(int handle, std::optional<uint64_t> value) {
+  if (handle < 0 || handle >= kPublishedRegisters) return;
+  PublishedRegister& r = header_->published[handle];
+  uint32_t version = r.version.load(std::memory_order_relaxed);
+  if (value.has_value() == (r.valid.load(std::memory_order_relaxed) != 0) &&
+      (!value.has_value() || *value == r.value.load(std::memory_order_relaxed))) {
+    return;  // unchanged: no store, no cache-line traffic
+  }
+  r.version.store(version + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  r.value.store(value.value_or(0), std::memory_order_relaxed);
+  r.valid.store(value.has_value() ? 1 : 0, std::memory_order_relaxed);
+  r.version.store(version + 2, std::memory_order_release);
 }
 
 bool ExitChannelServer::PrepareToSleep() {

@@ -9,6 +9,11 @@
 // doorbell eventfd; a producer writes the doorbell only when the device said it
 // is about to sleep (device_sleeping), so a busy device costs no system call.
 //
+// Read-mostly registers skip the round trip: the device publishes the current
+// value of a register whose read has no side effects (a UART's LSR) in the
+// header, and the core answers a read of it from there once the device has
+// handled every earlier access of that vCPU that could change it.
+//
 // Nothing the device writes here is trusted by the core: ring indices are
 // re-checked and every wait is bounded so that a dead or hostile device cannot
 // hang a vCPU forever.
@@ -19,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -48,15 +54,34 @@ struct alignas(64) ExitRing {
   std::atomic<uint32_t> tail;       // slots consumed so far
   std::atomic<uint32_t> reply_seq;  // seq of the last read answered (futex word)
   std::atomic<uint64_t> reply_data;
-  uint8_t pad1[48];
+  std::atomic<uint32_t> handled_seq;  // seq of the last access fully handled
+  uint8_t pad1[44];
   uint8_t slots[kExitRingSlots][kExitSlotBytes];
 };
+
+inline constexpr int kPublishedRegisters = 4;
+
+// One read-mostly register (see above). `key` names it (PublishedKey; 0: unused)
+// and `unaffected_by` a write that never changes it (0: none), both set once;
+// `value` is valid while `version` is even and `valid` is 1 (a seqlock: the
+// device makes `version` odd while it changes `value` or `valid`).
+struct alignas(32) PublishedRegister {
+  std::atomic<uint64_t> key;
+  std::atomic<uint64_t> unaffected_by;
+  std::atomic<uint64_t> value;
+  std::atomic<uint32_t> version;
+  std::atomic<uint32_t> valid;
+};
+
+// A register or write target as one word: space, size (0 for "any size") and address.
+uint64_t PublishedKey(msg::AddressSpace space, uint64_t addr, uint8_t size);
 
 struct alignas(64) ExitChannelHeader {
   uint32_t magic;
   uint32_t vcpus;
   std::atomic<uint32_t> device_sleeping;  // 1: the device may be blocked on its doorbell
   uint8_t pad[52];
+  PublishedRegister published[kPublishedRegisters];
 };
 
 // Bytes of the memfd for a device's channel with `vcpus` rings.
@@ -78,18 +103,25 @@ class ExitChannelClient {
   // `abandon` is polled while the ring is full; when it returns true the call gives up.
   absl::Status PostWrite(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t data,
                          const std::function<bool()>& abandon);
-  // Queues a read and waits for its reply.
+  // Answers from a published register when it can (see above); otherwise queues
+  // the read and waits for its reply.
   absl::StatusOr<uint64_t> Read(msg::AddressSpace space, uint64_t addr, uint8_t size,
                                 const std::function<bool()>& abandon);
+  // How many reads were answered from a published register (for profiles and tests).
+  uint64_t published_reads() const { return published_reads_; }
 
  private:
   absl::StatusOr<uint32_t> Post(const IoAccess& access, const std::function<bool()>& abandon);
   void RingDoorbell();
+  bool ReadPublished(uint64_t key, uint64_t* value);
 
   ExitChannelHeader* header_;
   ExitRing* ring_;
   int doorbell_fd_;
   uint32_t next_seq_ = 1;
+  // Per published register: the seq of the last access posted that might change it.
+  uint32_t ordering_seq_[kPublishedRegisters] = {};
+  uint64_t published_reads_ = 0;
 };
 
 // The device side of all the rings of one channel. Single-threaded.
@@ -109,6 +141,16 @@ class ExitChannelServer {
   // Call after waking up: clears the doorbell and the sleeping flag.
   void Woke();
   int doorbell_fd() const { return doorbell_fd_; }
+
+  // Offers the register (space, addr, size) for the core to read from shared
+  // memory; `unaffected_by` is a write target (PublishedKey with size 0) that
+  // never changes it, or 0. Returns its handle, or -1 when the table is full.
+  // It starts unpublished: reads go to the device until SetPublished(h, value).
+  int AddPublished(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t unaffected_by);
+  // The register's value now, or nullopt while a read of it has side effects or
+  // cannot be known in advance. Call whenever the value may have changed, before
+  // returning from the access that changed it.
+  void SetPublished(int handle, std::optional<uint64_t> value);
 
  private:
   bool AnyPending() const;

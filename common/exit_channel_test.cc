@@ -117,5 +117,75 @@ TEST(ExitChannelTest, ReadFromDeadDeviceIsAbandoned) {
   munmap(base, bytes);
 }
 
+// Read-mostly registers: a published register is read from shared memory, unless
+// this vCPU still has an access queued that might change it.
+TEST(ExitChannelTest, PublishedRegisterIsReadWithoutTheDeviceOnlyWhenCurrent) {
+  size_t bytes = ExitChannelBytes(1);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(base, MAP_FAILED);
+  InitExitChannel(base, 1);
+  int doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  auto* header = static_cast<ExitChannelHeader*>(base);
+  auto* rings = reinterpret_cast<ExitRing*>(static_cast<uint8_t*>(base) + sizeof(*header));
+  ExitChannelServer server(base, 1, doorbell);
+  ExitChannelClient client(header, &rings[0], doorbell);
+  const auto pio = msg::AddressSpace::PIO;
+  auto give_up = [] { return true; };  // nobody serves the ring in this test
+  auto never = [] { return false; };
+
+  int lsr = server.AddPublished(pio, 0x3fd, 1, PublishedKey(pio, 0x3f8, 0));
+  ASSERT_GE(lsr, 0);
+  // Declared but not published yet: the read goes to the (absent) device.
+  EXPECT_FALSE(client.Read(pio, 0x3fd, 1, give_up).ok());
+  std::atomic<uint64_t> device_reads{0};
+  auto handler = [&](const IoAccess& a) -> uint64_t {
+    if (a.is_write && a.addr == 0x3fc) server.SetPublished(lsr, 0x61);
+    if (!a.is_write) ++device_reads;
+    return 0x99;
+  };
+  server.Drain(handler);  // answers the abandoned read
+  server.SetPublished(lsr, 0x60);
+
+  auto value = client.Read(pio, 0x3fd, 1, give_up);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, 0x60u);
+  EXPECT_EQ(client.published_reads(), 1u);
+  // Another size of the same port is another register.
+  EXPECT_FALSE(client.Read(pio, 0x3fd, 2, give_up).ok());
+  server.Drain(handler);
+
+  // A queued write the register ignores does not delay it...
+  ASSERT_TRUE(client.PostWrite(pio, 0x3f8, 1, 'x', never).ok());
+  value = client.Read(pio, 0x3fd, 1, give_up);
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ(*value, 0x60u);
+  // ...one that may change it does: the read waits for the device.
+  ASSERT_TRUE(client.PostWrite(pio, 0x3fc, 1, 0x10, never).ok());
+  EXPECT_FALSE(client.Read(pio, 0x3fd, 1, give_up).ok());
+  EXPECT_EQ(client.published_reads(), 2u);
+  // Once the device has handled it, the new value is read from shared memory.
+  server.Drain(handler);
+  value = client.Read(pio, 0x3fd, 1, give_up);
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ(*value, 0x61u);
+  EXPECT_EQ(client.published_reads(), 3u);
+
+  // Unpublished (its read would have side effects): back to the device.
+  server.SetPublished(lsr, std::nullopt);
+  uint64_t before = device_reads.load();
+  std::thread device([&] {
+    while (device_reads == before) {
+      server.Drain(handler);
+    }
+  });
+  value = client.Read(pio, 0x3fd, 1, never);
+  device.join();
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ(*value, 0x99u);
+  EXPECT_EQ(client.published_reads(), 3u);
+  close(doorbell);
+  munmap(base, bytes);
+}
+
 }  // namespace
 }  // namespace hv

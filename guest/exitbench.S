@@ -6,10 +6,15 @@
  *   mmio=<addr>    guest-physical address for the mmio-read phase (32-bit
  *                  loads; must be below 4 GiB); the phase is skipped without it
  *   floor=<port>   port for the pio-floor phase, default 0x5e0 (unclaimed)
+ *   bar=<cf8>      with mmio=: first place a PCI BAR at mmio= and turn on memory
+ *                  decoding (no firmware does it for this guest). <cf8> is the
+ *                  CONFIG_ADDRESS of the BAR register, e.g. 0x80001810 for
+ *                  BAR0 of 0:3.0; the BAR's upper half (next register) gets 0.
  *
  * Output, one line per phase, then exit status 0:
  *   exitbench n=<n> floor=<port> mmio=<addr|none>
  *   pio-read cycles=<tsc cycles> n=<n>     inb from 0x3ff (COM1 scratch)
+ *   pio-read-lsr cycles=<tsc cycles> n=<n> inb from 0x3fd (COM1 LSR)
  *   pio-write cycles=<tsc cycles> n=<n>    outb to 0x3ff
  *   pio-floor cycles=<tsc cycles> n=<n>    inb from the unclaimed port
  *   mmio-read cycles=<tsc cycles> n=<n>    movl from mmio=
@@ -58,6 +63,14 @@ user_main:
 	ja bad_mmio
 	testq %r14, %r14
 	jz bad_mmio
+	leaq key_bar(%rip), %rdi
+	xorl %esi, %esi
+	call cmdline_u64
+	testq %rax, %rax
+	jz 1f
+	movq %rax, %rdi
+	movq %r14, %rsi
+	call place_bar
 1:
 	/* header */
 	leaq msg_head(%rip), %rdi
@@ -93,6 +106,23 @@ user_main:
 2:	TSC
 	subq %r15, %rax
 	leaq name_pio_read(%rip), %rdi
+	movq %rax, %rsi
+	call report
+
+	/* pio-read-lsr: inb from COM1's line status register, which a VMM may
+	 * answer without asking the UART (hv: a published register) */
+	TSC
+	movq %rax, %r15
+	movq n(%rip), %rcx
+	movl $COM1_SCR - 2, %edx
+	testq %rcx, %rcx
+	jz 2f
+1:	inb %dx, %al
+	decq %rcx
+	jnz 1b
+2:	TSC
+	subq %r15, %rax
+	leaq name_pio_read_lsr(%rip), %rdi
 	movq %rax, %rsi
 	call report
 
@@ -160,6 +190,32 @@ bad_mmio:
 	movl $EXIT_FAIL, %edi
 	call guest_exit
 
+/* place_bar(cf8, addr): BAR register at CONFIG_ADDRESS cf8 := addr, the next
+ * register := 0, then the function's command register gets memory decoding. */
+place_bar:
+	movl %edi, %eax
+	movl $0xcf8, %edx
+	outl %eax, %dx
+	movl %esi, %eax
+	movl $0xcfc, %edx
+	outl %eax, %dx
+	leal 4(%rdi), %eax
+	movl $0xcf8, %edx
+	outl %eax, %dx
+	xorl %eax, %eax
+	movl $0xcfc, %edx
+	outl %eax, %dx
+	movl %edi, %eax
+	andl $0xffffff00, %eax
+	orl $0x04, %eax
+	movl $0xcf8, %edx
+	outl %eax, %dx
+	movl $0xcfc, %edx
+	inw %dx, %ax
+	orw $0x2, %ax
+	outw %ax, %dx
+	ret
+
 /* report(name, cycles): "<name> cycles=<cycles> n=<n>\n" */
 report:
 	pushq %rbx
@@ -182,6 +238,7 @@ report:
 key_n:		.asciz "n"
 key_floor:	.asciz "floor"
 key_mmio:	.asciz "mmio"
+key_bar:	.asciz "bar"
 msg_head:	.asciz "exitbench n="
 msg_floor:	.asciz " floor="
 msg_mmio:	.asciz " mmio="
@@ -191,6 +248,7 @@ msg_n:		.asciz " n="
 msg_bad_mmio:	.asciz "exitbench: mmio= must be a nonzero address below 4 GiB\n"
 name_pio_read:	.asciz "pio-read"
 name_pio_write:	.asciz "pio-write"
+name_pio_read_lsr:	.asciz "pio-read-lsr"
 name_pio_floor:	.asciz "pio-floor"
 name_mmio_read:	.asciz "mmio-read"
 

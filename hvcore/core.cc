@@ -19,6 +19,11 @@
 
 namespace hv {
 namespace {
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
 
 // Interrupts KVM_RUN when a vCPU must stop; the handler itself does nothing.
 constexpr int kKickSignal = SIGUSR1;
@@ -140,6 +145,7 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config) {
   auto mmap_size = kvm_->VcpuMmapSize();
   if (!mmap_size.ok()) return mmap_size.status();
   abandon_ = [this] { return stopping_.load(std::memory_order_relaxed); };
+  profiling_ = getenv("HV_EXIT_PROFILE") != nullptr;
   for (uint32_t id = 0; id < ncpus; ++id) {
     auto ctx = std::make_unique<VcpuContext>();
     auto vcpu = vm_->CreateVcpu(id, *mmap_size);
@@ -289,10 +295,6 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boo
       e.ebx = id & 0xff;
       e.ecx = 0;
     }
-    // XSAVE area size for the features enabled in XCR0: at reset only x87 (the
-    // legacy area and the header, 576 bytes), as on hardware. KVM updates it when
-    // the guest sets XCR0; KVM's table holds the host's current size instead.
-    if (e.function == 0xd && e.index == 0) e.ebx = 576;
   }
   if (auto s = ctx.vcpu->SetCpuid(cpuid); !s.ok()) return s;
 
@@ -362,6 +364,7 @@ void Core::Stop() {
   for (auto& ctx : vcpus_) {
     if (ctx->thread.joinable()) ctx->thread.join();
   }
+  if (profiling_) fputs(ExitProfileReport().c_str(), stderr);
 }
 
 void Core::Fail(VcpuContext& ctx, msg::ExitReason reason, const std::string& what) {
@@ -379,8 +382,38 @@ void Core::VcpuLoop(VcpuContext* ctx) {
       Fail(*ctx, msg::ExitReason::ERROR, std::string(s.message()));
       return;
     }
-    if (!HandleExit(*ctx)) return;
+    if (!profiling_) {
+      if (!HandleExit(*ctx)) return;
+      continue;
+    }
+    uint64_t start = MonotonicNs();
+    bool go_on = HandleExit(*ctx);
+    RecordExit(*ctx, MonotonicNs() - start);
+    if (!go_on) return;
   }
+}
+
+void Core::RecordExit(VcpuContext& ctx, uint64_t ns) {
+  const kvm_run* run = ctx.vcpu->run();
+  using Kind = ExitProfile::Kind;
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+      ctx.profile.Record(run->io.direction == KVM_EXIT_IO_OUT ? Kind::kPortWrite : Kind::kPortRead,
+                         run->io.port, ns);
+      break;
+    case KVM_EXIT_MMIO:
+      ctx.profile.Record(run->mmio.is_write ? Kind::kMmioWrite : Kind::kMmioRead,
+                         run->mmio.phys_addr, ns);
+      break;
+    default:
+      ctx.profile.Record(Kind::kOther, run->exit_reason, ns);
+  }
+}
+
+std::string Core::ExitProfileReport() const {
+  std::vector<const ExitProfile*> profiles;
+  for (const auto& ctx : vcpus_) profiles.push_back(&ctx->profile);
+  return ExitProfile::Report(profiles, 25);
 }
 
 bool Core::HandleExit(VcpuContext& ctx) {

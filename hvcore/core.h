@@ -17,6 +17,7 @@
 #include "common/guest_memory.h"
 #include "devproc/runtime/pci_config.h"
 #include "hvcore/acpi/acpi.h"
+#include "hvcore/exit_profile.h"
 #include "hvcore/io_dispatch.h"
 #include "hvcore/pci_host.h"
 #include "kdriver/kvm.h"
@@ -66,6 +67,7 @@ class Core {
     std::vector<ExitChannelClient> channels;  // one per device
     std::thread thread;
     uint64_t unclaimed_accesses = 0;
+    ExitProfile profile;  // filled only when profiling_
   };
 
   explicit Core(ExitSink sink) : sink_(std::move(sink)) {}
@@ -93,6 +95,8 @@ class Core {
   void VcpuLoop(VcpuContext* ctx);
   // Returns false when the vCPU must stop.
   bool HandleExit(VcpuContext& ctx);
+  void RecordExit(VcpuContext& ctx, uint64_t ns);
+  std::string ExitProfileReport() const;
   bool HandlePio(VcpuContext& ctx);
   bool HandleMmio(VcpuContext& ctx);
   // One access of `size` bytes to a device or to nobody; `data` in/out.
@@ -127,6 +131,7 @@ class Core {
   std::vector<kvm_cpuid_entry2> cpuid_;
   uint32_t vcpus_expected_ = 1;
   std::atomic<bool> stopping_{false};
+  bool profiling_ = false;  // HV_EXIT_PROFILE: ExitProfile per vCPU, printed at Stop
   std::function<bool()> abandon_;
 };
 

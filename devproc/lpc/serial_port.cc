@@ -31,6 +31,11 @@ void SerialPort::UseListeningSocket(int listen_fd) { listen_fd_ = listen_fd; }
 
 void SerialPort::Attach(devproc::DeviceContext& ctx) {
   ctx_ = &ctx;
+  // A driver polls LSR before every byte it sends; THR writes never change it
+  // (transmission is instantaneous) unless in loopback, when QuietLsr says so.
+  lsr_handle_ = ctx.PublishRegister(msg::AddressSpace::PIO, base_ + Uart16550::kLsr, 1,
+                                    base_ + Uart16550::kRbrThrDll);
+  PublishLsr();
   if (listen_fd_ >= 0) {
     fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
     ctx.WatchFd(listen_fd_, POLLIN, [this](short) { AcceptClient(); });
@@ -50,12 +55,20 @@ void SerialPort::SetIrq(bool asserted) {
 uint8_t SerialPort::Read(uint8_t offset) {
   uint8_t v = uart_.Read(offset);
   UpdateInputWatch();
+  PublishLsr();
   return v;
 }
 
 void SerialPort::Write(uint8_t offset, uint8_t value) {
   uart_.Write(offset, value);
   UpdateInputWatch();
+  PublishLsr();
+}
+
+void SerialPort::PublishLsr() {
+  if (ctx_ == nullptr || lsr_handle_ < 0) return;
+  std::optional<uint8_t> lsr = uart_.QuietLsr();
+  ctx_->SetPublished(lsr_handle_, lsr ? std::optional<uint64_t>(*lsr) : std::nullopt);
 }
 
 std::string SerialPort::RecentOutput() const { return recent_; }
@@ -103,6 +116,7 @@ void SerialPort::PullInput() {
   }
   if (n > 0) uart_.Receive(buf, n);
   UpdateInputWatch();
+  PublishLsr();
 }
 
 void SerialPort::AcceptClient() {

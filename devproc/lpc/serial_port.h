@@ -37,6 +37,7 @@ class SerialPort {
   void DropClient();
   void UpdateInputWatch();
   void SetIrq(bool asserted);
+  void PublishLsr();
 
   std::string name_;
   uint16_t base_;
@@ -48,6 +49,7 @@ class SerialPort {
   devproc::DeviceContext* ctx_ = nullptr;
   std::string recent_;  // a bounded tail of the output
   Uart16550 uart_;
+  int lsr_handle_ = -1;  // LSR, read by the core from shared memory while quiet
 };
 
 }  // namespace hv::lpc

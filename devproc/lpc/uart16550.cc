@@ -176,6 +176,11 @@ size_t Uart16550::RxSpace() const {
   return RxCapacity() - s_.rx_count;
 }
 
+std::optional<uint8_t> Uart16550::QuietLsr() const {
+  if (s_.lsr_errors != 0 || (s_.mcr & kMcrLoop)) return std::nullopt;
+  return (s_.rx_count > 0 ? kLsrDr : 0) | kLsrThre | kLsrTemt;
+}
+
 void Uart16550::Reset() {
   const bool asserted = s_.irq_asserted;
   s_ = State{};

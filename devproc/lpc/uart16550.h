@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 namespace hv::lpc {
 
@@ -86,6 +87,11 @@ class Uart16550 {
   // nothing is dropped).
   size_t Receive(const uint8_t* data, size_t len);
   size_t RxSpace() const;
+
+  // LSR as a read would return it, when that read would change nothing (no
+  // latched error to clear) and no THR write could change it (not in loopback);
+  // nullopt otherwise. Lets the core answer LSR polls without asking us.
+  std::optional<uint8_t> QuietLsr() const;
 
   // Current level of the interrupt output (what IrqFn was last told).
   bool IrqAsserted() const { return s_.irq_asserted; }

@@ -76,6 +76,17 @@ class UartTest : public ::testing::Test {
   Uart16550 probe(nullptr, nullptr);
   probe.Restore(s);
   if (probe.Save() != s) return ::testing::AssertionFailure() << "Restore(Save()) differs";
+  // QuietLsr: offered exactly when reading LSR changes nothing and THR cannot
+  // change it, and then it is what the read returns.
+  if (std::optional<uint8_t> quiet = u.QuietLsr()) {
+    Uart16550 lsr_probe(nullptr, nullptr);
+    lsr_probe.Restore(s);
+    const uint8_t lsr = lsr_probe.Read(kLsr);
+    if (lsr != *quiet || lsr_probe.Save() != s || loop)
+      return ::testing::AssertionFailure() << "QuietLsr " << int(*quiet) << ", LSR " << int(lsr);
+  } else if (!loop && s.lsr_errors == 0) {
+    return ::testing::AssertionFailure() << "QuietLsr withheld in a quiet state";
+  }
   probe.Write(kLcr, s.lcr & 0x7f);
   const uint8_t ier = probe.Read(kIer);
   if (ier != s.ier) return ::testing::AssertionFailure() << "IER reads " << int(ier);
@@ -95,6 +106,21 @@ class UartTest : public ::testing::Test {
   const uint8_t msr = probe.Read(kMsr);
   if (!loop && (msr & 0xf0) != 0xb0) return ::testing::AssertionFailure() << "MSR " << int(msr);
   return ::testing::AssertionSuccess();
+}
+
+TEST_F(UartTest, QuietLsrOnlyWhileReadingItChangesNothing) {
+  EXPECT_EQ(uart_.QuietLsr(), std::optional<uint8_t>(0x60));
+  Receive("a");
+  EXPECT_EQ(uart_.QuietLsr(), std::optional<uint8_t>(0x61));
+  uart_.Write(kMcr, kMcrLoop);
+  EXPECT_EQ(uart_.QuietLsr(), std::nullopt) << "in loopback THR writes reach RBR";
+  for (int i = 0; i < 2; ++i) uart_.Write(kThr, 'x');  // FIFOs off: the second overruns
+  EXPECT_EQ(uart_.QuietLsr(), std::nullopt);
+  uart_.Write(kMcr, 0);
+  EXPECT_EQ(uart_.QuietLsr(), std::nullopt) << "an overrun is latched until LSR is read";
+  EXPECT_EQ(uart_.Read(kLsr) & 0x02, 0x02);
+  EXPECT_EQ(uart_.QuietLsr(), std::optional<uint8_t>(0x61));
+  EXPECT_TRUE(Consistent(uart_));
 }
 
 TEST_F(UartTest, ResetStateMatchesDatasheet) {

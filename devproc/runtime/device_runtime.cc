@@ -56,6 +56,15 @@ class Runtime : public DeviceContext {
   }
   const GuestMemory& memory() const override { return *ram_; }
   const std::string& name() const override { return name_; }
+  int PublishRegister(msg::AddressSpace space, uint64_t addr, uint8_t size,
+                      std::optional<uint64_t> unaffected_by) override {
+    if (channel_ == nullptr) return -1;
+    return channel_->AddPublished(space, addr, size,
+                                  unaffected_by ? PublishedKey(space, *unaffected_by, 0) : 0);
+  }
+  void SetPublished(int handle, std::optional<uint64_t> value) override {
+    if (channel_ != nullptr) channel_->SetPublished(handle, value);
+  }
 
  private:
   struct Watch {

@@ -59,6 +59,16 @@ class DeviceContext {
   virtual absl::StatusOr<int> NamedFd(std::string_view name) const = 0;
   virtual const GuestMemory& memory() const = 0;
   virtual const std::string& name() const = 0;
+  // Read-mostly registers (common/exit_channel.h): the core answers reads of a
+  // published register from shared memory without waking this process. Declare
+  // it in Configure; `unaffected_by` is a write address (same space) that never
+  // changes it. Returns a handle, or -1 when the table is full (reads then just
+  // come here as usual).
+  virtual int PublishRegister(msg::AddressSpace space, uint64_t addr, uint8_t size,
+                              std::optional<uint64_t> unaffected_by) = 0;
+  // The register's current value, or nullopt while reading it has side effects.
+  // Call before returning from whatever changed it.
+  virtual void SetPublished(int handle, std::optional<uint64_t> value) = 0;
 };
 
 class DeviceModel {
