@@ -192,6 +192,60 @@ GUEST
   ((ok)) || show_tail blk
 }
 
+# virtio-net, user mode (libslirp in the device process): the guest gets its
+# address by DHCP, fetches a page from an HTTP server on the host's loopback, and
+# serves a token through a port forward that the host connects to.
+check_net_user() {
+  local www=$T/www http_port=$((20000 + RANDOM % 10000)) fwd_port=$((30000 + RANDOM % 10000))
+  mkdir -p "$www"
+  head -c 225000 /dev/urandom | base64 >"$www/page.txt"
+  local page_sum
+  page_sum=$(md5sum <"$www/page.txt" | cut -d' ' -f1)
+  busybox httpd -f -p "127.0.0.1:$http_port" -h "$www" &
+  local httpd_pid=$!
+  local script
+  script=$(base64 -w0 <<GUEST
+ip link set lo up; ip link set eth0 up
+printf '#!/bin/sh\ncase "\$1" in bound|renew) ip addr add "\$ip/\${mask:-24}" dev "\$interface"; for r in \$router; do ip route add default via "\$r"; done;; esac\n' >/tmp/dhcp.sh
+chmod +x /tmp/dhcp.sh
+udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 20 -T 1 >/dev/null 2>&1 || echo dhcp=failed
+echo "guest-addr=\$(ip -4 -o addr show eth0 | sed -n 's/.* inet \([0-9.\/]*\).*/\1/p')"
+echo "guest-mac=\$(cat /sys/class/net/eth0/address)"
+# HTTP/1.0 by hand (busybox's static wget crashes resolving in this initramfs).
+printf 'GET /page.txt HTTP/1.0\r\n\r\n' | timeout 60 nc 10.0.2.2 $http_port >/tmp/response
+echo "http-status=\$(head -n1 /tmp/response)"
+echo "http-sum=\$(tr -d '\r' </tmp/response | sed '1,/^\$/d' | md5sum | cut -d' ' -f1)"
+echo HV-NET-LISTENING
+echo forward-token-\$((6*7)) | timeout 300 nc -l -p 8022 >/dev/null; echo forward-nc=\$?
+GUEST
+)
+  boot net_user 1 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 2, emulation = \"virtio-net\", path = \"user\", options = [(key = \"hostfwd\", value = \"tcp:127.0.0.1:$fwd_port-:8022\")])," &
+  local boot_pid=$!
+  for _ in $(seq 3000); do grep -q HV-NET-LISTENING "$T/net_user.out" 2>/dev/null && break; kill -0 $boot_pid 2>/dev/null || break; sleep 0.2; done
+  local got=""
+  for _ in $(seq 60); do
+    got=$(timeout 10 busybox nc 127.0.0.1 "$fwd_port" </dev/null 2>/dev/null | tr -d '\r\n')
+    [[ $got == forward-token-42 ]] && break
+    sleep 1
+  done
+  wait "$boot_pid"
+  kill "$httpd_pid" 2>/dev/null; wait "$httpd_pid" 2>/dev/null
+  local out=$T/net_user.out ok=1 mac logged
+  grep -q "^guest-addr=10.0.2.15/24" "$out" || { fail net_user "DHCP: $(grep -E 'guest-addr|dhcp=' "$out" | tr -d '\r')"; ok=0; }
+  mac=$(sed -n 's/^guest-mac=//p' "$out" | tr -d '\r')
+  logged=$(grep -o 'mac [0-9a-f:]*' "$T/net_user.err" | head -n1 | cut -d' ' -f2)
+  [[ $mac == 02:68:76:* && $mac == "$logged" ]] || { fail net_user "guest MAC '$mac', device says '$logged'"; ok=0; }
+  grep -q "^http-sum=$page_sum" "$out" || { fail net_user "HTTP page from the host: $(grep http-sum "$out" | tr -d '\r'), want $page_sum"; ok=0; }
+  [[ $got == forward-token-42 ]] || { fail net_user "port forward 127.0.0.1:$fwd_port -> guest:8022 gave '$got'"; ok=0; }
+  grep -q "forward-nc=0" "$out" || { fail net_user "the guest's listener did not see the connection"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of net_user) == 0 ]] || { fail net_user "guest result/exit: $(exit_of net_user)"; ok=0; }
+  local counters
+  counters=$(grep -o 'rx [0-9]* packets.*' "$T/net_user.err" | tail -n1)
+  ((ok)) && pass net_user "DHCP gave $(sed -n 's/^guest-addr=//p' "$out" | tr -d '\r'), MAC $mac (derived from the VM name and slot), 300 kB page from the host's loopback over HTTP (md5 $page_sum), host -> guest port forward delivered the token; device counters: $counters"
+  ((ok)) || show_tail net_user
+}
+
 for s in "${SCENARIOS[@]}"; do
   case $s in
     smoke1) check_smoke smoke1 1 ;;
@@ -199,6 +253,7 @@ for s in "${SCENARIOS[@]}"; do
     panic) check_panic ;;
     socket) check_socket ;;
     blk) check_blk ;;
+    net_user) check_net_user ;;
     *) fail "$s" "unknown scenario" ;;
   esac
 done
