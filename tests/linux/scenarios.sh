@@ -8,7 +8,7 @@ set -uo pipefail
 BROKER=$1 KERNEL=$2 INITRD=$3
 shift 3
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk)
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk net_user net_tap)
 T=$(mktemp -d /tmp/hvlin.XXXXXX)
 export HV_RUNTIME_DIR=$T/run
 failures=0
@@ -246,6 +246,70 @@ GUEST
   ((ok)) || show_tail net_user
 }
 
+# virtio-net on a tap with 2 queue pairs, inside a network namespace this test
+# creates (the host's own interfaces are never touched): the guest and the
+# namespace ping each other, then 100 MB go to the guest over TCP and come back,
+# checksums compared on both ends.
+check_net_tap() {
+  local ns=hvnet$$ tap=hvtap0 data=$T/net-100M back=$T/net-back
+  if ! ip netns add "$ns"; then fail net_tap "cannot create a network namespace"; return; fi
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$ns" ip tuntap add dev "$tap" mode tap vnet_hdr multi_queue
+  ip netns exec "$ns" ip addr add 10.9.0.1/24 dev "$tap"
+  ip netns exec "$ns" ip link set "$tap" up
+  head -c 100M /dev/urandom >"$data"
+  local sum
+  sum=$(md5sum <"$data" | cut -d' ' -f1)
+  # One-way (-u): busybox's nc ends a connection at the first half-close.
+  ip netns exec "$ns" socat -u "OPEN:$data" TCP-LISTEN:5001,reuseaddr &
+  local send_pid=$!
+  ip netns exec "$ns" socat -u TCP-LISTEN:5002,reuseaddr "CREATE:$back" &
+  local recv_pid=$!
+  # The broker (and so the device) runs inside the namespace, where the tap is.
+  printf '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' "$ns" "$BROKER" >"$T/broker-in-ns"
+  chmod +x "$T/broker-in-ns"
+  local BROKER=$T/broker-in-ns
+  local script
+  script=$(base64 -w0 <<'GUEST'
+ip link set lo up; ip link set eth0 up; ip addr add 10.9.0.2/24 dev eth0
+echo "guest-queues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
+ping -c 3 -W 5 10.9.0.1 >/dev/null && echo guest-ping=ok
+echo HV-NET-UP
+start=$(date +%s)
+timeout 400 nc 10.9.0.1 5001 </dev/null >/tmp/data
+mid=$(date +%s)
+echo "rx-sum=$(md5sum </tmp/data | cut -d' ' -f1) rx-size=$(wc -c </tmp/data) rx-seconds=$((mid - start))"
+mid=$(date +%s)
+timeout 400 nc 10.9.0.1 5002 </tmp/data >/dev/null; echo "send-back=$? tx-seconds=$(($(date +%s) - mid))"
+sleep 20  # until the namespace has pinged us
+GUEST
+)
+  boot net_tap 2 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 2, emulation = \"virtio-net\", path = \"$tap\", options = [(key = \"queues\", value = \"2\")])," &
+  local boot_pid=$!
+  for _ in $(seq 3000); do grep -q HV-NET-UP "$T/net_tap.out" 2>/dev/null && break; kill -0 $boot_pid 2>/dev/null || break; sleep 0.2; done
+  local host_ping=failed
+  ip netns exec "$ns" busybox ping -c 3 -W 5 10.9.0.2 >/dev/null 2>&1 && host_ping=ok
+  wait "$boot_pid"
+  kill "$send_pid" "$recv_pid" 2>/dev/null; wait "$send_pid" "$recv_pid" 2>/dev/null
+  local out=$T/net_tap.out ok=1 back_sum
+  back_sum=$(md5sum <"$back" | cut -d' ' -f1)
+  grep -q "guest-queues=2" "$out" || { fail net_tap "the guest should see 2 queue pairs: $(grep guest-queues "$out" | tr -d '\r')"; ok=0; }
+  grep -q "guest-ping=ok" "$out" || { fail net_tap "the guest could not ping the namespace"; ok=0; }
+  [[ $host_ping == ok ]] || { fail net_tap "the namespace could not ping the guest"; ok=0; }
+  grep -q "rx-sum=$sum rx-size=104857600" "$out" || { fail net_tap "100 MB to the guest: $(grep rx-sum "$out" | tr -d '\r'), want $sum"; ok=0; }
+  [[ $back_sum == "$sum" ]] || { fail net_tap "100 MB back from the guest: md5 $back_sum ($(stat -c %s "$back") bytes), want $sum"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of net_tap) == 0 ]] || { fail net_tap "guest result/exit: $(exit_of net_tap)"; ok=0; }
+  local counters rx_s tx_s
+  counters=$(grep -o 'rx [0-9]* packets.*' "$T/net_tap.err" | tail -n1)
+  rx_s=$(sed -n 's/.*rx-seconds=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+  tx_s=$(sed -n 's/.*tx-seconds=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+  ((ok)) && pass net_tap "2 queue pairs; guest and namespace pinged each other; 100 MB namespace -> guest in ${rx_s}s and back in ${tx_s}s over TCP, md5 $sum on both ends; device counters: $counters"
+  ((ok)) || show_tail net_tap
+  ip netns del "$ns"
+  rm -f "$data" "$back"
+}
+
 for s in "${SCENARIOS[@]}"; do
   case $s in
     smoke1) check_smoke smoke1 1 ;;
@@ -254,6 +318,7 @@ for s in "${SCENARIOS[@]}"; do
     socket) check_socket ;;
     blk) check_blk ;;
     net_user) check_net_user ;;
+    net_tap) check_net_tap ;;
     *) fail "$s" "unknown scenario" ;;
   esac
 done
