@@ -206,9 +206,7 @@ check_net_user() {
   local script
   script=$(base64 -w0 <<GUEST
 ip link set lo up; ip link set eth0 up
-printf '#!/bin/sh\ncase "\$1" in bound|renew) ip addr add "\$ip/\${mask:-24}" dev "\$interface"; for r in \$router; do ip route add default via "\$r"; done;; esac\n' >/tmp/dhcp.sh
-chmod +x /tmp/dhcp.sh
-udhcpc -i eth0 -s /tmp/dhcp.sh -q -f -n -t 20 -T 1 >/dev/null 2>&1 || echo dhcp=failed
+udhcpc -i eth0 -q -f -n -t 20 -T 1 >/dev/null 2>&1 || echo dhcp=failed
 echo "guest-addr=\$(ip -4 -o addr show eth0 | sed -n 's/.* inet \([0-9.\/]*\).*/\1/p')"
 echo "guest-mac=\$(cat /sys/class/net/eth0/address)"
 # HTTP/1.0 by hand (busybox's static wget crashes resolving in this initramfs).
