@@ -369,7 +369,6 @@ absl::StatusOr<bool> QueuePair::DeliverFrame() {
 // --- transmit ------------------------------------------------------------------
 
 bool QueuePair::HeaderAllowedOnTx(const NetHeader& h, size_t frame_len) const {
-  if (h.flags & ~(kHeaderNeedsCsum | kHeaderDataValid)) return false;
   if (h.flags & kHeaderNeedsCsum) {
     if (!(features_ & Bit(kFeatureCsum))) return false;
     if (size_t{h.csum_start} + h.csum_offset + 2 > frame_len) return false;
@@ -399,6 +398,10 @@ absl::StatusOr<bool> QueuePair::SendChain(const virtio::Chain& c) {
   uint8_t header[kHeaderSize];
   if (auto s = virtio::ReadChain(memory_, c.readable, 0, header, kHeaderSize); !s.ok()) return s;
   NetHeader h = DecodeHeader(header);
+  // Only NEEDS_CSUM means something on transmit (DATA_VALID is the device's to
+  // set, 5.1.6.2.1): pass nothing else on, so the guest cannot vouch for a
+  // checksum to the host's stack.
+  h.flags &= kHeaderNeedsCsum;
   if (!HeaderAllowedOnTx(h, frame_len)) {
     ++counters_.tx_dropped;
     return true;

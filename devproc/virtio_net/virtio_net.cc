@@ -119,6 +119,7 @@ class VirtioNet : public virtio::VirtioDevice {
         }
       }
     }
+    CollectCounters();  // a driver may activate again without a reset in between
     pairs_.clear();
     for (size_t i = 0; i < backend_fds_.size(); ++i) {
       virtio::SplitQueue& rx = transport.queue(2 * i);
@@ -209,10 +210,12 @@ class VirtioNet : public virtio::VirtioDevice {
     }
   }
 
+  // Adds the pairs' counters to the totals; the pairs are dropped right after.
   void CollectCounters() {
     for (auto& p : pairs_) {
       if (p) totals_ += p->counters();
     }
+    pairs_.clear();
   }
 
   devproc::DeviceContext* ctx_ = nullptr;
