@@ -17,6 +17,7 @@
 #include "common/capnp_text_locator.h"
 #include "kj/filesystem.h"
 #include "devproc/virtio_blk/blk_requests.h"
+#include "devproc/virtio_net/net_queues.h"
 #include "schema/vm_schema_text.h"
 
 namespace hv::broker {
@@ -31,7 +32,7 @@ constexpr size_t kMaxCmdline = 65535;
 const std::map<std::string, bool>& Emulations() {
   static const auto* table = new std::map<std::string, bool>{
       {"hostbridge", true}, {"amd_hostbridge", true}, {"lpc", true},
-      {"virtio-blk", true}, {"virtio-net", false},   {"virtio-net-viona", false},
+      {"virtio-blk", true}, {"virtio-net", true},   {"virtio-net-viona", false},
       {"virtio-rnd", false}, {"virtio-console", false}, {"virtio-9p", false},
       {"virtio-scsi", false}, {"virtio-input", false}, {"ahci", false},
       {"ahci-hd", false},    {"ahci-cd", false},      {"nvme", false},
@@ -387,6 +388,23 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
                                                  p.read_only ? "reading" : "reading and writing",
                                                  ": ", strerror(errno)));
         }
+      }
+      config.processes.push_back(p);
+    }
+    if (emulation == "virtio-net") {
+      DeviceProcess p;
+      p.kind = DeviceProcessKind::kVirtioNet;
+      p.name = name;
+      p.device_index = i;
+      std::vector<std::pair<std::string, std::string>> options;
+      for (auto o : d.getOptions()) options.push_back({o.getKey(), o.getValue()});
+      auto parsed = virtio_net::ParseNetOptions(std::string(d.getPath()), options);
+      if (!parsed.ok()) {
+        check.Error(at + (d.hasPath() && options.empty() ? ".path" : ".options"),
+                    std::string(parsed.status().message()));
+      } else {
+        p.queues = parsed->queue_pairs;
+        p.tap = parsed->tap_name;
       }
       config.processes.push_back(p);
     }

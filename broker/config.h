@@ -16,14 +16,15 @@
 namespace hv::broker {
 
 // What the broker runs as a process of its own.
-enum class DeviceProcessKind { kLpc, kVirtioBlk };
+enum class DeviceProcessKind { kLpc, kVirtioBlk, kVirtioNet };
 
 struct DeviceProcess {
   DeviceProcessKind kind;
   std::string name;     // unique in the VM: "lpc", or "<emulation>@<slot>.<func>"
   uint32_t device_index;  // in Vm.devices
   std::string path;       // the backend, resolved (virtio-blk: the disk)
-  uint16_t queues = 1;    // virtio: request queues
+  uint16_t queues = 1;    // virtio-blk: request queues; virtio-net: queue pairs
+  std::string tap;        // virtio-net: the tap interface to open (empty: user mode)
   bool read_only = false;
   bool no_cache = false;  // open with O_DIRECT
   bool sync = false;      // open with O_DSYNC

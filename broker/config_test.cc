@@ -194,6 +194,41 @@ TEST_F(ConfigTest, SeveralErrorsAreAllReported) {
   EXPECT_NE(message.find("boot.kernel"), std::string::npos) << message;
 }
 
+TEST_F(ConfigTest, VirtioNetUserAndTapBackends) {
+  auto path = Write("net.capnp", std::string(kHeader) + R"(
+const vm :Vm = (
+  name = "net", boot = (kernel = "kernel.elf"),
+  devices = [
+    (slot = 0, emulation = "hostbridge"),
+    (slot = 2, emulation = "virtio-net", path = "user",
+     options = [(key = "hostfwd", value = "tcp:127.0.0.1:2222-:22")]),
+    (slot = 3, emulation = "virtio-net", path = "tap7",
+     options = [(key = "queues", value = "2"), (key = "mac", value = "02:00:00:00:00:07")]),
+  ],
+);
+)");
+  auto config = LoadVmConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->processes.size(), 2u);
+  EXPECT_EQ(config->processes[0].kind, DeviceProcessKind::kVirtioNet);
+  EXPECT_EQ(config->processes[0].name, "virtio-net@2.0");
+  EXPECT_EQ(config->processes[0].tap, "");
+  EXPECT_EQ(config->processes[0].queues, 1);
+  EXPECT_EQ(config->processes[1].tap, "tap7");
+  EXPECT_EQ(config->processes[1].queues, 2);
+}
+
+TEST_F(ConfigTest, VirtioNetBadOptionNamesTheLine) {
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 2, emulation = "virtio-net", path = "user",
+              options = [(key = "hostfwd", value = "tcp:2222:22")])],
+);
+)",
+              6, "hostfwd=tcp:2222:22");
+}
+
 TEST(MemorySizeTest, SuffixesAsBhyveReadsThem) {
   EXPECT_EQ(*ParseMemorySize("512"), 512ull << 20);
   EXPECT_EQ(*ParseMemorySize("512M"), 512ull << 20);

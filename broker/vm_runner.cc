@@ -5,6 +5,9 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -26,6 +29,7 @@
 #include "common/guest_layout.h"
 #include "common/log.h"
 #include "common/zmq_msg.h"
+#include "devproc/virtio_net/net_queues.h"
 #include "hvcore/acpi/acpi.h"
 
 namespace hv::broker {
@@ -116,6 +120,10 @@ class VmRunner {
   absl::Status SpawnAll();
   absl::Status PrepareLpc(Process& p);
   absl::Status PrepareVirtioBlk(Process& p);
+  absl::Status PrepareVirtioNet(Process& p);
+  // What every virtio function gets: a doorbell per queue, an MSI-X vector per
+  // queue plus one for configuration changes, and INTx for guests without MSI-X.
+  absl::Status PrepareVirtioInterrupts(Process& p, int queues);
   // A device may claim config space only at its own slot and function.
   absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
@@ -257,6 +265,9 @@ absl::Status VmRunner::Prepare() {
     if (d.kind == DeviceProcessKind::kVirtioBlk) {
       if (auto s = PrepareVirtioBlk(*p); !s.ok()) return s;
     }
+    if (d.kind == DeviceProcessKind::kVirtioNet) {
+      if (auto s = PrepareVirtioNet(*p); !s.ok()) return s;
+    }
     processes_.push_back(std::move(p));
   }
   auto core = std::make_unique<Process>();
@@ -308,14 +319,19 @@ absl::Status VmRunner::PrepareVirtioBlk(Process& p) {
   Fd disk(open(d.path.c_str(), flags));
   if (!disk.valid()) return ErrnoStatus(absl::StrCat(p.name, ": open ", d.path));
   p.backend_fds.push_back({"disk", std::move(disk)});
+  return PrepareVirtioInterrupts(p, d.queues);
+}
+
+absl::Status VmRunner::PrepareVirtioInterrupts(Process& p, int queues) {
+  const DeviceProcess& d = *p.device;
   auto event = [](std::vector<Fd>& into) -> absl::Status {
     into.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     return into.back().valid() ? absl::OkStatus() : ErrnoStatus("eventfd");
   };
-  for (int q = 0; q < d.queues; ++q) {
+  for (int q = 0; q < queues; ++q) {
     if (auto s = event(p.notify); !s.ok()) return s;
   }
-  for (int v = 0; v < d.queues + 1; ++v) {
+  for (int v = 0; v < queues + 1; ++v) {
     if (auto s = event(p.msix); !s.ok()) return s;
   }
   auto dev = config_.vm().getDevices()[d.device_index];
@@ -327,6 +343,27 @@ absl::Status VmRunner::PrepareVirtioBlk(Process& p) {
   if (!intx.fd.valid() || !intx.resample.valid()) return ErrnoStatus("eventfd");
   p.irqs.push_back(std::move(intx));
   return absl::OkStatus();
+}
+
+// A virtio-net function: with a tap backend, one fd per queue pair on the tap
+// named in the VM file (created if missing; the device process never needs
+// CAP_NET_ADMIN); user mode needs no host resource here.
+absl::Status VmRunner::PrepareVirtioNet(Process& p) {
+  const DeviceProcess& d = *p.device;
+  for (int i = 0; !d.tap.empty() && i < d.queues; ++i) {
+    Fd tun(open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+    if (!tun.valid()) return ErrnoStatus(absl::StrCat(p.name, ": open /dev/net/tun"));
+    ifreq ifr = {};
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", d.tap.c_str());
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (d.queues > 1 ? IFF_MULTI_QUEUE : 0);
+    if (ioctl(tun.get(), TUNSETIFF, &ifr) != 0) {
+      return ErrnoStatus(absl::StrCat(p.name, ": tap ", d.tap));
+    }
+    p.backend_fds.push_back({absl::StrCat("tap", i), std::move(tun)});
+  }
+  virtio_net::NetDeviceConfig net;
+  net.queue_pairs = d.queues;
+  return PrepareVirtioInterrupts(p, virtio_net::NumQueues(net));
 }
 
 absl::Status VmRunner::SpawnAll() {
@@ -351,9 +388,13 @@ absl::Status VmRunner::SpawnAll() {
         for (auto& fd : d->notify) keep.push_back(fd.get());
       }
     } else {
-      auto found = FindExecutable(p->device->kind == DeviceProcessKind::kLpc
-                                      ? "devproc/lpc/hv-lpc"
-                                      : "devproc/virtio_blk/hv-virtio-blk");
+      const char* executable = "devproc/lpc/hv-lpc";
+      if (p->device->kind == DeviceProcessKind::kVirtioBlk) {
+        executable = "devproc/virtio_blk/hv-virtio-blk";
+      } else if (p->device->kind == DeviceProcessKind::kVirtioNet) {
+        executable = "devproc/virtio_net/hv-virtio-net";
+      }
+      auto found = FindExecutable(executable);
       if (!found.ok()) return found.status();
       path = *found;
       for (auto& fd : p->msix) keep.push_back(fd.get());
@@ -389,6 +430,7 @@ void VmRunner::SendConfigureDevice(Process& p) {
   c.setRamSize(config_.memory_bytes);
   c.setVcpus(vm.getCpus());
   c.setRtcUtc(vm.getRtcUtc());
+  c.setVmName(vm.getName());
   auto self = vm.getDevices()[p.device->device_index];
   for (auto other : vm.getDevices()) {
     if (other.getSlot() == self.getSlot() && other.getFunction() != self.getFunction()) {

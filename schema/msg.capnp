@@ -139,6 +139,7 @@ struct ConfigureDevice {
   fds @8 :List(NamedFd);    # backend fds (inherited)
   rtcUtc @9 :Bool = true;   # the VM's RTC keeps UTC (bhyve -u); else local time
   multifunction @10 :Bool;  # other functions share this device's slot (header type bit 7)
+  vmName @11 :Text;         # the VM's name (virtio-net derives its default MAC from it)
 }
 
 # An interrupt line a device raises by writing an eventfd (KVM irqfd).

@@ -18,6 +18,23 @@
 namespace hv::devproc {
 namespace {
 
+// Watches speak poll(2)'s flags; zmq_poll has its own values for them.
+short ZmqEvents(short poll_events) {
+  short e = 0;
+  if (poll_events & POLLIN) e |= ZMQ_POLLIN;
+  if (poll_events & POLLOUT) e |= ZMQ_POLLOUT;
+  if (poll_events & POLLPRI) e |= ZMQ_POLLPRI;
+  return e;
+}
+short PollEvents(short zmq_events) {
+  short e = 0;
+  if (zmq_events & ZMQ_POLLIN) e |= POLLIN;
+  if (zmq_events & ZMQ_POLLOUT) e |= POLLOUT;
+  if (zmq_events & ZMQ_POLLPRI) e |= POLLPRI;
+  if (zmq_events & ZMQ_POLLERR) e |= POLLERR;  // zmq folds POLLERR/POLLHUP/POLLNVAL into it
+  return e;
+}
+
 class Runtime : public DeviceContext {
  public:
   Runtime(std::string name, std::unique_ptr<DeviceModel> model)
@@ -197,7 +214,7 @@ int Runtime::Run(const std::string& endpoint) {
     size_t first_watch = items.size();
     for (const auto& [fd, w] : watches_) {
       if (w.events == 0) continue;
-      items.push_back({nullptr, fd, w.events, 0});
+      items.push_back({nullptr, fd, ZmqEvents(w.events), 0});
       item_fds.push_back(fd);
     }
     zmq::poll(items.data(), items.size(), std::chrono::milliseconds(may_sleep ? -1 : 0));
@@ -208,7 +225,7 @@ int Runtime::Run(const std::string& endpoint) {
     for (size_t i = first_watch; i < items.size(); ++i) {
       if (items[i].revents == 0) continue;
       auto it = watches_.find(item_fds[i - first_watch]);
-      if (it != watches_.end()) it->second.on_ready(items[i].revents);
+      if (it != watches_.end()) it->second.on_ready(PollEvents(items[i].revents));
     }
   }
 }

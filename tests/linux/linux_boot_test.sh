@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Boots Debian's kernel through hv with 1 and 2 vCPUs, a guest panic, and a COM
-# port on a Unix socket (tests/linux/scenarios.sh). Needs a usable /dev/kvm:
+# Boots Debian's kernel through hv with 1 and 2 vCPUs, a guest panic, a COM port
+# on a Unix socket, virtio-blk disks and virtio-net in user mode and on a tap
+# (tests/linux/scenarios.sh). Needs a usable /dev/kvm:
 # tools/kvmhost provides a nested KVM host where the hardware has none (as here),
 # or runs directly where it has VT-x/AMD-V.
 set -euo pipefail
@@ -16,7 +17,7 @@ broker=$(readlink -f "${TEST_SRCDIR:-.}/${TEST_WORKSPACE:-hv}/broker/hvbroker")
 "$workspace/tools/guest-images" --quiet
 cache=${HV_CACHE:-$HOME/.cache/hv}
 run() {
-  "$workspace/tools/kvmhost" --smp 2 --mem 3G --timeout 1200 -- \
+  "$workspace/tools/kvmhost" --smp 2 --mem 3G --timeout 1800 -- \
     "$here/scenarios.sh" "$broker" "$cache/vmlinuz" "$cache/guest-initramfs.cpio.gz" "$@"
 }
 # kvmhost exits 125 when the nested host itself failed (its kernel crashed under

@@ -8,7 +8,7 @@ set -uo pipefail
 BROKER=$1 KERNEL=$2 INITRD=$3
 shift 3
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk)
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk net_user net_tap)
 T=$(mktemp -d /tmp/hvlin.XXXXXX)
 export HV_RUNTIME_DIR=$T/run
 failures=0
@@ -192,6 +192,122 @@ GUEST
   ((ok)) || show_tail blk
 }
 
+# virtio-net, user mode (libslirp in the device process): the guest gets its
+# address by DHCP, fetches a page from an HTTP server on the host's loopback, and
+# serves a token through a port forward that the host connects to.
+check_net_user() {
+  local www=$T/www http_port=$((20000 + RANDOM % 10000)) fwd_port=$((30000 + RANDOM % 10000))
+  mkdir -p "$www"
+  head -c 225000 /dev/urandom | base64 >"$www/page.txt"
+  local page_sum
+  page_sum=$(md5sum <"$www/page.txt" | cut -d' ' -f1)
+  busybox httpd -f -p "127.0.0.1:$http_port" -h "$www" &
+  local httpd_pid=$!
+  local script
+  script=$(base64 -w0 <<GUEST
+ip link set lo up; ip link set eth0 up
+udhcpc -i eth0 -q -f -n -t 20 -T 1 >/dev/null 2>&1 || echo dhcp=failed
+echo "guest-addr=\$(ip -4 -o addr show eth0 | sed -n 's/.* inet \([0-9.\/]*\).*/\1/p')"
+echo "guest-mac=\$(cat /sys/class/net/eth0/address)"
+# HTTP/1.0 by hand (busybox's static wget crashes resolving in this initramfs).
+printf 'GET /page.txt HTTP/1.0\r\n\r\n' | timeout 60 nc 10.0.2.2 $http_port >/tmp/response
+echo "http-status=\$(head -n1 /tmp/response)"
+echo "http-sum=\$(tr -d '\r' </tmp/response | sed '1,/^\$/d' | md5sum | cut -d' ' -f1)"
+echo HV-NET-LISTENING
+echo forward-token-\$((6*7)) | timeout 300 nc -l -p 8022 >/dev/null; echo forward-nc=\$?
+GUEST
+)
+  boot net_user 1 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 2, emulation = \"virtio-net\", path = \"user\", options = [(key = \"hostfwd\", value = \"tcp:127.0.0.1:$fwd_port-:8022\")])," &
+  local boot_pid=$!
+  for _ in $(seq 3000); do grep -q HV-NET-LISTENING "$T/net_user.out" 2>/dev/null && break; kill -0 $boot_pid 2>/dev/null || break; sleep 0.2; done
+  local got=""
+  for _ in $(seq 60); do
+    got=$(timeout 10 busybox nc 127.0.0.1 "$fwd_port" </dev/null 2>/dev/null | tr -d '\r\n')
+    [[ $got == forward-token-42 ]] && break
+    sleep 1
+  done
+  wait "$boot_pid"
+  kill "$httpd_pid" 2>/dev/null; wait "$httpd_pid" 2>/dev/null
+  local out=$T/net_user.out ok=1 mac logged
+  grep -q "^guest-addr=10.0.2.15/24" "$out" || { fail net_user "DHCP: $(grep -E 'guest-addr|dhcp=' "$out" | tr -d '\r')"; ok=0; }
+  mac=$(sed -n 's/^guest-mac=//p' "$out" | tr -d '\r')
+  logged=$(grep -o 'mac [0-9a-f:]*' "$T/net_user.err" | head -n1 | cut -d' ' -f2)
+  [[ $mac == 02:68:76:* && $mac == "$logged" ]] || { fail net_user "guest MAC '$mac', device says '$logged'"; ok=0; }
+  grep -q "^http-sum=$page_sum" "$out" || { fail net_user "HTTP page from the host: $(grep http-sum "$out" | tr -d '\r'), want $page_sum"; ok=0; }
+  [[ $got == forward-token-42 ]] || { fail net_user "port forward 127.0.0.1:$fwd_port -> guest:8022 gave '$got'"; ok=0; }
+  grep -q "forward-nc=0" "$out" || { fail net_user "the guest's listener did not see the connection"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of net_user) == 0 ]] || { fail net_user "guest result/exit: $(exit_of net_user)"; ok=0; }
+  local counters
+  counters=$(grep -o 'rx [0-9]* packets.*' "$T/net_user.err" | tail -n1)
+  ((ok)) && pass net_user "DHCP gave $(sed -n 's/^guest-addr=//p' "$out" | tr -d '\r'), MAC $mac (derived from the VM name and slot), 300 kB page from the host's loopback over HTTP (md5 $page_sum), host -> guest port forward delivered the token; device counters: $counters"
+  ((ok)) || show_tail net_user
+}
+
+# virtio-net on a tap with 2 queue pairs, inside a network namespace this test
+# creates (the host's own interfaces are never touched): the guest and the
+# namespace ping each other, then 100 MB go to the guest over TCP and come back,
+# checksums compared on both ends.
+check_net_tap() {
+  local ns=hvnet$$ tap=hvtap0 data=$T/net-100M back=$T/net-back
+  if ! ip netns add "$ns"; then fail net_tap "cannot create a network namespace"; return; fi
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$ns" ip tuntap add dev "$tap" mode tap vnet_hdr multi_queue
+  ip netns exec "$ns" ip addr add 10.9.0.1/24 dev "$tap"
+  ip netns exec "$ns" ip link set "$tap" up
+  head -c 100M /dev/urandom >"$data"
+  local sum
+  sum=$(md5sum <"$data" | cut -d' ' -f1)
+  # One-way (-u): busybox's nc ends a connection at the first half-close.
+  ip netns exec "$ns" socat -u "OPEN:$data" TCP-LISTEN:5001,reuseaddr &
+  local send_pid=$!
+  ip netns exec "$ns" socat -u TCP-LISTEN:5002,reuseaddr "CREATE:$back" &
+  local recv_pid=$!
+  # The broker (and so the device) runs inside the namespace, where the tap is.
+  printf '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' "$ns" "$BROKER" >"$T/broker-in-ns"
+  chmod +x "$T/broker-in-ns"
+  local BROKER=$T/broker-in-ns
+  local script
+  script=$(base64 -w0 <<'GUEST'
+ip link set lo up; ip link set eth0 up; ip addr add 10.9.0.2/24 dev eth0
+echo "guest-queues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
+ping -c 3 -W 5 10.9.0.1 >/dev/null && echo guest-ping=ok
+echo HV-NET-UP
+start=$(date +%s)
+timeout 400 nc 10.9.0.1 5001 </dev/null >/tmp/data
+mid=$(date +%s)
+echo "rx-sum=$(md5sum </tmp/data | cut -d' ' -f1) rx-size=$(wc -c </tmp/data) rx-seconds=$((mid - start))"
+mid=$(date +%s)
+timeout 400 nc 10.9.0.1 5002 </tmp/data >/dev/null; echo "send-back=$? tx-seconds=$(($(date +%s) - mid))"
+sleep 20  # until the namespace has pinged us
+GUEST
+)
+  boot net_tap 2 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 2, emulation = \"virtio-net\", path = \"$tap\", options = [(key = \"queues\", value = \"2\")])," &
+  local boot_pid=$!
+  for _ in $(seq 3000); do grep -q HV-NET-UP "$T/net_tap.out" 2>/dev/null && break; kill -0 $boot_pid 2>/dev/null || break; sleep 0.2; done
+  local host_ping=failed
+  ip netns exec "$ns" busybox ping -c 3 -W 5 10.9.0.2 >/dev/null 2>&1 && host_ping=ok
+  wait "$boot_pid"
+  kill "$send_pid" "$recv_pid" 2>/dev/null; wait "$send_pid" "$recv_pid" 2>/dev/null
+  local out=$T/net_tap.out ok=1 back_sum
+  back_sum=$(md5sum <"$back" | cut -d' ' -f1)
+  grep -q "guest-queues=2" "$out" || { fail net_tap "the guest should see 2 queue pairs: $(grep guest-queues "$out" | tr -d '\r')"; ok=0; }
+  grep -q "guest-ping=ok" "$out" || { fail net_tap "the guest could not ping the namespace"; ok=0; }
+  [[ $host_ping == ok ]] || { fail net_tap "the namespace could not ping the guest"; ok=0; }
+  grep -q "rx-sum=$sum rx-size=104857600" "$out" || { fail net_tap "100 MB to the guest: $(grep rx-sum "$out" | tr -d '\r'), want $sum"; ok=0; }
+  [[ $back_sum == "$sum" ]] || { fail net_tap "100 MB back from the guest: md5 $back_sum ($(stat -c %s "$back") bytes), want $sum"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of net_tap) == 0 ]] || { fail net_tap "guest result/exit: $(exit_of net_tap)"; ok=0; }
+  local counters rx_s tx_s
+  counters=$(grep -o 'rx [0-9]* packets.*' "$T/net_tap.err" | tail -n1)
+  rx_s=$(sed -n 's/.*rx-seconds=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+  tx_s=$(sed -n 's/.*tx-seconds=\([0-9]*\).*/\1/p' "$out" | tr -d '\r')
+  ((ok)) && pass net_tap "2 queue pairs; guest and namespace pinged each other; 100 MB namespace -> guest in ${rx_s}s and back in ${tx_s}s over TCP, md5 $sum on both ends; device counters: $counters"
+  ((ok)) || show_tail net_tap
+  ip netns del "$ns"
+  rm -f "$data" "$back"
+}
+
 for s in "${SCENARIOS[@]}"; do
   case $s in
     smoke1) check_smoke smoke1 1 ;;
@@ -199,6 +315,8 @@ for s in "${SCENARIOS[@]}"; do
     panic) check_panic ;;
     socket) check_socket ;;
     blk) check_blk ;;
+    net_user) check_net_user ;;
+    net_tap) check_net_tap ;;
     *) fail "$s" "unknown scenario" ;;
   esac
 done
