@@ -7,7 +7,8 @@ set -euo pipefail
 usage() {
   cat <<'EOF2'
 Usage: bench/footprint.sh [--tsv FILE]
-VM: 1 vCPU, 64 MiB, hostbridge, lpc (COM1), virtio-blk on a 1 MiB file.
+VM: 1 vCPU, 64 MiB, hostbridge, lpc (COM1), virtio-blk on a 1 MiB file, virtio-net in
+user mode (libslirp; QEMU: -netdev user).
 Prints PSS in KiB per process and in total; --tsv writes "footprint PSS KiB<TAB>hv<TAB>qemu".
 Build first: bazel build //broker:hvbroker //guest:exitbench.
 EOF2
@@ -48,8 +49,8 @@ cat >"$SCRATCH/vm.capnp" <<VM
 using import "/hv/vm.capnp".Vm;
 const vm :Vm = (name = "footprint", cpus = 1, memory = "64M",
   boot = (kernel = "$GUEST", cmdline = "$CMDLINE"),
-  devices = [(slot = 0, emulation = "hostbridge"), (slot = 3, emulation = "virtio-blk", path = "$SCRATCH/disk.img"),
-             (slot = 31, emulation = "lpc")],
+  devices = [(slot = 0, emulation = "hostbridge"), (slot = 2, emulation = "virtio-net", path = "user"),
+             (slot = 3, emulation = "virtio-blk", path = "$SCRATCH/disk.img"), (slot = 31, emulation = "lpc")],
   lpc = (com1 = (stdio = void)));
 VM
 "$BROKER" up "$SCRATCH/vm.capnp" >"$SCRATCH/hv.out" 2>&1 </dev/null &
@@ -62,6 +63,7 @@ hv_kib=$(pss "${pids[0]}" $(pgrep -P "${pids[0]}"))
 qemu-system-x86_64 -enable-kvm -M pc,memory-backend=ram -cpu host -m 64M -nodefaults -no-user-config \
   -object memory-backend-memfd,id=ram,size=64M -display none -no-reboot -serial stdio \
   -device isa-debug-exit,iobase=0xf4,iosize=1 \
+  -netdev user,id=n0 -device virtio-net-pci,netdev=n0,addr=2 \
   -drive "file=$SCRATCH/disk.img,if=none,id=d0,format=raw" -device virtio-blk-pci,drive=d0,addr=3 \
   -kernel "$GUEST" -append "$CMDLINE" >"$SCRATCH/qemu.out" 2>&1 </dev/null &
 pids+=($!)
