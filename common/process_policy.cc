@@ -40,7 +40,8 @@ SyscallPolicy BaseProcessPolicy(std::string kind) {
   p.Allow(SYS_sched_yield, "spin-then-sleep waits");
   p.Allow(SYS_nanosleep, "short sleeps in waits");
   p.Allow(SYS_clock_nanosleep, "usleep in the exit channel's waits");
-  p.Allow(SYS_madvise, "glibc's malloc returns memory (MADV_DONTNEED)");
+  p.AllowIf(SYS_madvise, {SCMP_A2(SCMP_CMP_EQ, MADV_DONTNEED)},
+            "glibc returns freed heap and dead threads' stacks; no other advice");
   // Memory: never executable, so no code can be brought in.
   p.AllowIf(SYS_mmap, {SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)},
             "malloc, thread stacks; PROT_EXEC refused");
