@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "broker/config.h"
 #include "broker/vm_runner.h"
 #include "common/log.h"
@@ -15,7 +16,8 @@ namespace {
 constexpr char kUsage[] = R"(usage: hvbroker COMMAND [ARGS]
 
 Commands:
-  up FILE.capnp     Start the VM described in FILE and run it in the foreground
+  up [OPTIONS] FILE.capnp
+                    Start the VM described in FILE and run it in the foreground
                     until it ends. The guest's console (a COM port with the stdio
                     backend) is this terminal; Ctrl-C stops the VM.
   check FILE.capnp  Parse and validate FILE, print what would run, and exit.
@@ -30,6 +32,23 @@ The VM file is a Cap'n Proto constant (see schema/vm.capnp and examples/):
 
 Processes: hvbroker starts hvcore (the only holder of /dev/kvm) and one process
 per device (today: lpc, which has the COM ports and the debug exit port 0xf4).
+
+Options of `up`:
+  --no-sandbox        run every process of the VM WITHOUT its sandbox (for gdb);
+                      said loudly at start
+  --no-sandbox=NAMES  only these processes (comma-separated: core, lpc, a disk's
+                      name as `check` lists them)
+  --seccomp-log       forbidden system calls are logged by the kernel (audit
+                      type 1326) and allowed: for building allowlists, never for use
+  --uid-range=FIRST:COUNT
+                      each VM's processes run as a uid/gid of their own from this
+                      range (default 2100000000:10000; needs root)
+
+Sandbox: hvcore and every device process run in their own user, pid, mount,
+ipc, uts and net namespaces, as the VM's uid, with an empty read-only root, no
+capabilities, no_new_privs, rlimits and a seccomp allowlist of their kind. A
+forbidden system call kills the process; the VM ends with status 4 and the
+message names the call.
 
 Exit status of `up`:
   0  the guest powered off (or wrote 0 to the debug exit port 0xf4)
@@ -47,6 +66,8 @@ Environment:
   HV_RUNTIME_DIR=DIR  where VMs keep their control sockets
                       (default $XDG_RUNTIME_DIR/hv, /run/hv for root, else /tmp/hv-UID)
   HV_LIBEXEC_DIR=DIR  where hvcore and the device executables are
+  HV_UID_LOCK_DIR=DIR where brokers record which VM uid each holds
+                      (default /run/hv-uids)
 )";
 
 int Usage(FILE* out, int code) {
@@ -64,8 +85,33 @@ int main(int argc, char** argv) {
   const std::string& command = args[0];
   if (command == "help" || command == "--help" || command == "-h") return Usage(stdout, 0);
   if (command == "up" || command == "check") {
+    hv::broker::RunOptions options;
+    while (command == "up" && args.size() > 2 && args[1].rfind("--", 0) == 0) {
+      std::string option = args[1];
+      args.erase(args.begin() + 1);
+      if (option == "--no-sandbox") {
+        options.no_sandbox.insert("*");
+      } else if (option.rfind("--no-sandbox=", 0) == 0) {
+        for (auto name : absl::StrSplit(option.substr(strlen("--no-sandbox=")), ',')) {
+          if (!name.empty()) options.no_sandbox.insert(std::string(name));
+        }
+      } else if (option == "--seccomp-log") {
+        options.seccomp_log = true;
+      } else if (option.rfind("--uid-range=", 0) == 0) {
+        auto range = hv::broker::ParseUidRange(option.substr(strlen("--uid-range=")));
+        if (!range.ok()) {
+          fprintf(stderr, "hvbroker: %s\n", std::string(range.status().message()).c_str());
+          return 2;
+        }
+        options.uid_range = *range;
+      } else {
+        fprintf(stderr, "hvbroker: unknown option '%s' (see --help)\n", option.c_str());
+        return 2;
+      }
+    }
     if (args.size() != 2 || args[1] == "--help") {
-      fprintf(stderr, "usage: hvbroker %s FILE.capnp\n", command.c_str());
+      fprintf(stderr, "usage: hvbroker %s%s FILE.capnp\n", command.c_str(),
+              command == "up" ? " [OPTIONS]" : "");
       return args.size() == 2 ? 0 : 2;
     }
     auto config = hv::broker::LoadVmConfig(args[1]);
@@ -83,7 +129,7 @@ int main(int argc, char** argv) {
       for (const auto& p : config->processes) printf("  process %s\n", p.name.c_str());
       return 0;
     }
-    return hv::broker::RunVm(std::move(*config), hv::broker::RunOptions{});
+    return hv::broker::RunVm(std::move(*config), options);
   }
   fprintf(stderr, "hvbroker: unknown command '%s'\n\n", command.c_str());
   return Usage(stderr, 2);

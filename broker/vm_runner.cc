@@ -24,10 +24,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "broker/spawn.h"
+#include "broker/vm_identity.h"
 #include "common/exit_channel.h"
 #include "common/fd.h"
 #include "common/guest_layout.h"
 #include "common/log.h"
+#include "common/sandbox.h"
 #include "common/zmq_msg.h"
 #include "devproc/virtio_net/net_queues.h"
 #include "hvcore/acpi/acpi.h"
@@ -42,6 +44,8 @@ struct Process {
   bool is_core = false;
   const DeviceProcess* device = nullptr;
   Child child;
+  bool sandboxed = false;
+  Fd seccomp_reports;  // read end of the pipe its SIGSYS handler reports on
   bool exited = false;
   bool ready = false;
   Fd channel;   // device: its exit-channel memfd
@@ -117,6 +121,10 @@ class VmRunner {
  private:
   absl::Status Prepare();
   absl::Status CreateRuntimeDir();
+  // The VM's processes must reach broker.ctl: every directory above it must let
+  // them through (search permission for others).
+  absl::Status CheckRuntimeDirReachable() const;
+  bool Sandboxed(const std::string& process_name) const;
   absl::Status SpawnAll();
   absl::Status PrepareLpc(Process& p);
   absl::Status PrepareVirtioBlk(Process& p);
@@ -140,6 +148,8 @@ class VmRunner {
   std::string runtime_dir_;
   std::string endpoint_;
   Fd lock_;
+  VmIdentity identity_;
+  Fd kvm_;  // for hvcore, which cannot open /dev/kvm inside its sandbox
   Fd ram_;
   Fd kernel_;
   Fd initrd_;
@@ -175,11 +185,24 @@ Process* VmRunner::Find(const std::string& name) {
 
 absl::Status VmRunner::CreateRuntimeDir() {
   std::string base = RuntimeBaseDir();
-  if (mkdir(base.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + base);
+  // Others may pass through the base (each VM's uid to its own directory), not list it.
+  if (mkdir(base.c_str(), 0711) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + base);
+  // A base made by an older broker (0700) is opened for passing through.
+  struct stat base_stat;
+  if (stat(base.c_str(), &base_stat) == 0 && base_stat.st_uid == getuid() &&
+      (base_stat.st_mode & 0011) != 0011) {
+    chmod(base.c_str(), (base_stat.st_mode & 07777) | 0011);
+  }
   runtime_dir_ = base + "/" + name_;
   if (mkdir(runtime_dir_.c_str(), 0700) != 0 && errno != EEXIST) {
     std::string dir = std::exchange(runtime_dir_, "");
     return ErrnoStatus("mkdir " + dir);
+  }
+  // Only this broker and the VM's own uid (group) reach its control socket;
+  // the VM's processes may pass through the directory, not change it.
+  if (chown(runtime_dir_.c_str(), getuid(), identity_.gid) != 0 ||
+      chmod(runtime_dir_.c_str(), 0710) != 0) {
+    return ErrnoStatus("chown/chmod " + runtime_dir_);
   }
   endpoint_ = BrokerEndpoint(runtime_dir_);
   if (runtime_dir_.size() + strlen("/broker.ctl") >= 107) {
@@ -206,6 +229,27 @@ absl::Status VmRunner::CreateRuntimeDir() {
 absl::Status VmRunner::Prepare() {
   auto vm = config_.vm();
   name_ = vm.getName();
+  auto identity = ClaimVmIdentity(options_.uid_range);
+  if (!identity.ok()) return identity.status();
+  identity_ = std::move(*identity);
+  if (getuid() != 0) {
+    HV_WARN("not root: VM '%s' runs under this user's uid %u, not a uid of its own",
+            name_.c_str(), identity_.uid);
+  }
+  if (options_.no_sandbox.count("*") != 0) {
+    HV_WARN("*** --no-sandbox: NO process of VM '%s' is sandboxed; every one runs with the "
+            "broker's privileges. For debugging only. ***", name_.c_str());
+  } else {
+    for (const auto& n : options_.no_sandbox) {
+      HV_WARN("*** --no-sandbox=%s: process '%s' of VM '%s' is NOT sandboxed. For debugging "
+              "only. ***", n.c_str(), n.c_str(), name_.c_str());
+    }
+  }
+  if (options_.seccomp_log) {
+    HV_WARN("*** --seccomp-log: forbidden system calls are only logged by the kernel, not "
+            "stopped. For building allowlists only. ***");
+  }
+  HV_DEBUG("VM '%s' runs as uid %u gid %u", name_.c_str(), identity_.uid, identity_.gid);
   if (auto s = CreateRuntimeDir(); !s.ok()) return s;
 
   // Guest RAM: one memfd, sealed so that nobody can shrink it under a mapping.
@@ -242,7 +286,11 @@ absl::Status VmRunner::Prepare() {
   } catch (const zmq::error_t& e) {
     return absl::UnavailableError(absl::StrCat("bind ", endpoint_, ": ", e.what()));
   }
-  chmod((runtime_dir_ + "/broker.ctl").c_str(), 0600);
+  std::string ctl = runtime_dir_ + "/broker.ctl";
+  if (chown(ctl.c_str(), getuid(), identity_.gid) != 0 || chmod(ctl.c_str(), 0660) != 0) {
+    return ErrnoStatus("chown/chmod " + ctl);
+  }
+  if (auto s = CheckRuntimeDirReachable(); !s.ok()) return s;
 
   for (const auto& d : config_.processes) {
     auto p = std::make_unique<Process>();
@@ -274,6 +322,8 @@ absl::Status VmRunner::Prepare() {
   core->name = "core";
   core->is_core = true;
   processes_.push_back(std::move(core));
+  kvm_.Reset(open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  if (!kvm_.valid()) return ErrnoStatus("open /dev/kvm");
   return SpawnAll();
 }
 
@@ -359,6 +409,12 @@ absl::Status VmRunner::PrepareVirtioNet(Process& p) {
     if (ioctl(tun.get(), TUNSETIFF, &ifr) != 0) {
       return ErrnoStatus(absl::StrCat(p.name, ": tap ", d.tap));
     }
+    // The device, sandboxed under the VM's uid with no CAP_NET_ADMIN, attaches
+    // and detaches its queues (TUNSETQUEUE): the tap must be the VM's.
+    if (ioctl(tun.get(), TUNSETOWNER, static_cast<unsigned long>(identity_.uid)) != 0 ||
+        ioctl(tun.get(), TUNSETGROUP, static_cast<unsigned long>(identity_.gid)) != 0) {
+      return ErrnoStatus(absl::StrCat(p.name, ": give tap ", d.tap, " to the VM's uid"));
+    }
     p.backend_fds.push_back({absl::StrCat("tap", i), std::move(tun)});
   }
   virtio_net::NetDeviceConfig net;
@@ -408,14 +464,41 @@ absl::Status VmRunner::SpawnAll() {
       for (auto& [name, fd] : p->backend_fds) keep.push_back(fd.get());
     }
     std::vector<std::string> args = {"--ctl", endpoint_};
-    if (!p->is_core) {
+    if (p->is_core) {
+      args.push_back("--kvm-fd");
+      args.push_back(absl::StrCat(kvm_.get()));
+      keep.push_back(kvm_.get());
+    } else {
       args.push_back("--name");
       args.push_back(p->name);
     }
-    auto child = Spawn(path, args, keep);
+    p->sandboxed = Sandboxed(p->name);
+    Fd report_write;
+    SandboxSpawn box;
+    if (p->sandboxed) {
+      int report[2];
+      if (pipe2(report, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
+      p->seccomp_reports.Reset(report[0]);
+      report_write.Reset(report[1]);
+      keep.push_back(report_write.get());
+      args.push_back("--sandbox-report-fd");
+      args.push_back(absl::StrCat(report_write.get()));
+      if (options_.seccomp_log) args.push_back("--seccomp-log");
+      box.uid = identity_.uid;
+      box.gid = identity_.gid;
+      // Backends come as fds the broker opened (disk, tap, listening socket,
+      // stdio), except user-mode networking: libslirp makes the guest's
+      // connections from the device process, in the host's network namespace.
+      box.new_network = !(p->device != nullptr &&
+                          p->device->kind == DeviceProcessKind::kVirtioNet && p->device->tap.empty());
+    } else {
+      args.push_back("--no-sandbox");
+    }
+    auto child = Spawn(path, args, keep, p->sandboxed ? &box : nullptr);
     if (!child.ok()) return child.status();
     p->child = std::move(*child);
-    HV_DEBUG("started %s: pid %d", p->name.c_str(), p->child.pid);
+    HV_DEBUG("started %s: pid %d%s", p->name.c_str(), p->child.pid,
+             p->sandboxed ? " (sandboxed)" : " (NOT sandboxed)");
   }
   return absl::OkStatus();
 }
@@ -537,7 +620,8 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
   }
   switch (m.which()) {
     case msg::Message::HELLO:
-      if (m.getHello().getPid() != p->child.pid) {
+      // A sandboxed process is pid 1 of its own pid namespace.
+      if (!p->sandboxed && m.getHello().getPid() != p->child.pid) {
         HV_WARN("%s says it is pid %d, expected %d", from.c_str(), m.getHello().getPid(),
                 p->child.pid);
       }
@@ -618,6 +702,25 @@ absl::Status VmRunner::CheckRange(const Process& p, msg::Range::Reader range) {
   return absl::OkStatus();
 }
 
+bool VmRunner::Sandboxed(const std::string& process_name) const {
+  return options_.no_sandbox.count("*") == 0 && options_.no_sandbox.count(process_name) == 0;
+}
+
+absl::Status VmRunner::CheckRuntimeDirReachable() const {
+  std::string dir = runtime_dir_;
+  while ((dir = dir.substr(0, dir.rfind('/'))).size() > 0) {
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0) return ErrnoStatus("stat " + dir);
+    if ((st.st_mode & S_IXOTH) == 0 && st.st_uid != identity_.uid) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the VM's processes (uid ", identity_.uid, ") cannot reach ", runtime_dir_,
+          ": ", dir, " has no search permission for others (chmod o+x it, or set "
+          "HV_RUNTIME_DIR)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 void VmRunner::BeginStop(int code, const std::string& why) {
   if (exit_code_.has_value()) return;  // the first reason wins
   exit_code_ = code;
@@ -629,9 +732,22 @@ void VmRunner::OnChildExit(Process& p) {
   waitpid(p.child.pid, &status, 0);
   p.exited = true;
   std::string what = p.is_core ? "hvcore" : absl::StrCat("device '", p.name, "'");
+  // A sandboxed process killed for a forbidden system call said which one.
+  std::string forbidden;
+  sandbox::SeccompReport report;
+  if (p.seccomp_reports.valid() &&
+      read(p.seccomp_reports.get(), &report, sizeof(report)) == sizeof(report) &&
+      report.magic == sandbox::SeccompReport::kMagic) {
+    forbidden = absl::StrCat(": its sandbox forbids the system call ",
+                             sandbox::SyscallName(report.syscall_nr), " (", report.syscall_nr, ")");
+    HV_ERROR("%s (pid %d) made the forbidden system call %s (number %d, arch %#x, at %#llx)",
+             what.c_str(), p.child.pid, sandbox::SyscallName(report.syscall_nr).c_str(),
+             report.syscall_nr, report.arch,
+             static_cast<unsigned long long>(report.instruction_pointer));
+  }
   if (!exit_code_.has_value()) {
     BeginStop(kExitProcessCrashed, absl::StrCat(what, " (pid ", p.child.pid, ") ",
-                                                DescribeWaitStatus(status),
+                                                DescribeWaitStatus(status), forbidden,
                                                 " while the VM was running"));
   } else {
     HV_DEBUG("%s (pid %d) %s", what.c_str(), p.child.pid, DescribeWaitStatus(status).c_str());

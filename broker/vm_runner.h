@@ -4,9 +4,11 @@
 #ifndef HV_BROKER_VM_RUNNER_H_
 #define HV_BROKER_VM_RUNNER_H_
 
+#include <set>
 #include <string>
 
 #include "broker/config.h"
+#include "broker/vm_identity.h"
 
 namespace hv::broker {
 
@@ -25,6 +27,12 @@ enum ExitCode : int {
 
 struct RunOptions {
   int start_timeout_ms = 30000;
+  // Processes started without their sandbox, by name ("lpc", "core", a disk's
+  // name); "*" is every one (--no-sandbox). For debugging only.
+  std::set<std::string> no_sandbox;
+  // Forbidden calls are logged by the kernel, not fatal (--seccomp-log).
+  bool seccomp_log = false;
+  UidRange uid_range;
 };
 
 int RunVm(VmConfig config, const RunOptions& options);

@@ -51,9 +51,9 @@ kvm_segment FlatSegment(uint16_t selector, uint8_t type) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Core>> Core::Create(msg::ConfigureCore::Reader config,
-                                                   ExitSink sink) {
+                                                   ExitSink sink, int kvm_fd) {
   std::unique_ptr<Core> core(new Core(std::move(sink)));
-  if (auto s = core->Build(config); !s.ok()) return s;
+  if (auto s = core->Build(config, kvm_fd); !s.ok()) return s;
   return core;
 }
 
@@ -64,8 +64,8 @@ Core::~Core() {
   }
 }
 
-absl::Status Core::Build(msg::ConfigureCore::Reader config) {
-  auto kvm = kvm::Kvm::Open();
+absl::Status Core::Build(msg::ConfigureCore::Reader config, int kvm_fd) {
+  auto kvm = kvm_fd >= 0 ? kvm::Kvm::Adopt(Fd(kvm_fd)) : kvm::Kvm::Open();
   if (!kvm.ok()) return kvm.status();
   kvm_ = std::move(*kvm);
   if (auto s = kvm_->RequireExtensions({{KVM_CAP_IRQCHIP, "IRQCHIP"},

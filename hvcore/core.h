@@ -30,8 +30,9 @@ class Core {
   // Called from vCPU threads when the guest ends the VM or a vCPU fails.
   using ExitSink = std::function<void(msg::ExitReason reason, uint32_t status, std::string detail)>;
 
+  // `kvm_fd`: /dev/kvm as the broker opened it (-1: open it here).
   static absl::StatusOr<std::unique_ptr<Core>> Create(msg::ConfigureCore::Reader config,
-                                                      ExitSink sink);
+                                                      ExitSink sink, int kvm_fd = -1);
   ~Core();
 
   absl::Status Start();
@@ -71,7 +72,7 @@ class Core {
   };
 
   explicit Core(ExitSink sink) : sink_(std::move(sink)) {}
-  absl::Status Build(msg::ConfigureCore::Reader config);
+  absl::Status Build(msg::ConfigureCore::Reader config, int kvm_fd);
   // How the boot vCPU starts: the loader's choice.
   struct BootState {
     bool long_mode = false;  // Linux 64-bit entry; else PVH 32-bit

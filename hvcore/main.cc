@@ -2,7 +2,7 @@
 // it guest RAM, the kernel and every device's exit channel as inherited fds and
 // describes them in a ConfigureCore message.
 //
-//   hvcore --ctl ENDPOINT
+//   hvcore --ctl ENDPOINT --kvm-fd FD [--sandbox-report-fd FD | --no-sandbox]
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <signal.h>
@@ -13,10 +13,13 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/zmq_msg.h"
+#include "common/sandbox.h"
 #include "hvcore/core.h"
+#include "hvcore/seccomp_policy.h"
 
 namespace hv {
 namespace {
@@ -62,7 +65,7 @@ absl::Status SendExit(zmq::socket_t& socket, msg::ExitReason reason, uint32_t st
   return SendToPeer(socket, b);
 }
 
-int Run(const std::string& endpoint) {
+int Run(const std::string& endpoint, int kvm_fd, sandbox::Sandbox& sandbox) {
   zmq::context_t context(1);
   zmq::socket_t socket(context, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::routing_id, "core");
@@ -96,10 +99,12 @@ int Run(const std::string& endpoint) {
     auto m = received.get();
     switch (m.which()) {
       case msg::Message::CONFIGURE_CORE: {
-        auto created = Core::Create(m.getConfigureCore(),
+        auto config = m.getConfigureCore();
+        auto created = Core::Create(config,
                                     [&exits](msg::ExitReason r, uint32_t st, std::string d) {
                                       exits.Push(r, st, std::move(d));
-                                    });
+                                    },
+                                    kvm_fd);
         if (!created.ok()) {
           std::string why(created.status().message());
           HV_ERROR("cannot build the VM: %s", why.c_str());
@@ -107,6 +112,19 @@ int Run(const std::string& endpoint) {
           return 1;
         }
         core = std::move(*created);
+        // The VM is built; the guest runs only after `start`, sandboxed. Guest
+        // RAM plus room for vCPU stacks and malloc's arenas; a thread per vCPU
+        // and a few more; the fds it holds (one set per device) and some spare.
+        sandbox::ProcessLimits limits;
+        limits.address_space_bytes = config.getRamSize() + (uint64_t{4} << 30);
+        limits.max_threads = 32 + config.getVm().getCpus();
+        limits.max_fds = 4096;
+        if (auto s = sandbox.Seal(CoreSyscallPolicy(), limits); !s.ok()) {
+          std::string why = absl::StrCat("entering the sandbox: ", s.message());
+          HV_ERROR("%s", why.c_str());
+          (void)SendExit(socket, msg::ExitReason::ERROR, 0, why);
+          return 1;
+        }
         capnp::MallocMessageBuilder b;
         b.initRoot<msg::Message>().setCoreReady();
         (void)SendToPeer(socket, b);
@@ -137,13 +155,23 @@ int main(int argc, char** argv) {
   // Never outlive the broker.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   std::string endpoint;
+  int kvm_fd = -1;
+  hv::sandbox::SandboxArgs sandbox_args;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (hv::sandbox::ParseSandboxFlag(argc, argv, &i, &sandbox_args)) continue;
     if (arg == "--ctl" && i + 1 < argc) {
       endpoint = argv[++i];
+    } else if (arg == "--kvm-fd" && i + 1 < argc) {
+      auto fd = hv::ParseInheritedFd(argv[++i], "--kvm-fd");
+      if (!fd.ok()) {
+        fprintf(stderr, "hvcore: %s\n", std::string(fd.status().message()).c_str());
+        return 2;
+      }
+      kvm_fd = *fd;
     } else if (arg == "--help" || arg == "-h") {
       fprintf(stdout,
-              "usage: hvcore --ctl ENDPOINT\n"
+              "usage: hvcore --ctl ENDPOINT [--kvm-fd FD] [--sandbox-report-fd FD | --no-sandbox]\n"
               "The VM's core process; hvbroker starts it. Not meant to be run by hand.\n");
       return 0;
     } else {
@@ -156,5 +184,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (getppid() == 1) return 1;  // the broker is already gone
-  return hv::Run(endpoint);
+  // Before any thread exists: capabilities are per thread.
+  auto sandbox = hv::sandbox::Sandbox::Begin(sandbox_args, "core", argv[0]);
+  if (!sandbox.ok()) {
+    HV_ERROR("cannot set up the sandbox: %s", std::string(sandbox.status().message()).c_str());
+    return 1;
+  }
+  return hv::Run(endpoint, kvm_fd, **sandbox);
 }

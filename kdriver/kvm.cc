@@ -42,6 +42,12 @@ static_assert(sizeof(TableHeader) == 8);
 #define KVM_SET_MSRS _IOW(KVMIO, 0x89, TableHeader)
 #define KVM_SET_GSI_ROUTING _IOW(KVMIO, 0x6a, TableHeader)
 
+}  // namespace
+
+unsigned long SetGsiRoutingIoctlNumber() { return KVM_SET_GSI_ROUTING; }
+
+namespace {
+
 // An 8-byte header followed by `count` entries, 8-byte aligned.
 template <typename Entry>
 class KernelTable {
@@ -63,13 +69,16 @@ class KernelTable {
 absl::StatusOr<std::unique_ptr<Kvm>> Kvm::Open(const char* path) {
   int fd = open(path, O_RDWR | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(absl::StrCat("open ", path));
-  Fd owned(fd);
-  int version = ioctl(fd, KVM_GET_API_VERSION, 0);
+  return Adopt(Fd(fd));
+}
+
+absl::StatusOr<std::unique_ptr<Kvm>> Kvm::Adopt(Fd fd) {
+  int version = ioctl(fd.get(), KVM_GET_API_VERSION, 0);
   if (version != KVM_API_VERSION) {
     return absl::FailedPreconditionError(
-        absl::StrCat(path, ": KVM API version ", version, ", need ", KVM_API_VERSION));
+        absl::StrCat("/dev/kvm: KVM API version ", version, ", need ", KVM_API_VERSION));
   }
-  return std::unique_ptr<Kvm>(new Kvm(std::move(owned)));
+  return std::unique_ptr<Kvm>(new Kvm(std::move(fd)));
 }
 
 int Kvm::CheckExtension(int capability) const {

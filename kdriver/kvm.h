@@ -20,10 +20,16 @@ namespace hv::kvm {
 class Vm;
 class Vcpu;
 
+// KVM_SET_GSI_ROUTING's number as the kernel computes it (<linux/kvm.h> gives
+// C++ a wrong one; see kvm.cc). hvcore's seccomp allowlist needs the real one.
+unsigned long SetGsiRoutingIoctlNumber();
+
 // The /dev/kvm system fd.
 class Kvm {
  public:
   static absl::StatusOr<std::unique_ptr<Kvm>> Open(const char* path = "/dev/kvm");
+  // An fd to /dev/kvm someone else opened (the broker: a sandboxed core cannot).
+  static absl::StatusOr<std::unique_ptr<Kvm>> Adopt(Fd fd);
 
   int fd() const { return fd_.get(); }
   // KVM_CHECK_EXTENSION: 0 when absent, else the capability's value.

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,9 @@ std::string Runfile(const std::string& relative) {
 std::string TempDir() {
   char tmpl[] = "/tmp/hvt.XXXXXX";
   if (mkdtemp(tmpl) == nullptr) abort();
+  // The VM's processes run under a uid of their own and must pass through it to
+  // reach the broker's control socket in the runtime directory below.
+  chmod(tmpl, 0711);
   return tmpl;
 }
 

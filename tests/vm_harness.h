@@ -14,7 +14,7 @@ namespace hv::test {
 // A file in the test's runfiles ("guest/hello.elf").
 std::string Runfile(const std::string& relative);
 
-// A fresh short directory under /tmp (Unix socket paths must stay short).
+// A fresh short directory under /tmp (Unix socket paths must stay short), mode 0711.
 std::string TempDir();
 
 struct BrokerRun {

@@ -19,6 +19,7 @@
 #include "devproc/lpc/acpi_pm.h"
 #include "devproc/lpc/i8042.h"
 #include "devproc/lpc/rtc_mc146818.h"
+#include "devproc/lpc/seccomp_policy.h"
 #include "devproc/lpc/serial_port.h"
 #include "devproc/runtime/device_runtime.h"
 #include "devproc/runtime/pci_config.h"
@@ -338,5 +339,6 @@ class LpcDevice : public devproc::DeviceModel {
 }  // namespace hv::lpc
 
 int main(int argc, char** argv) {
-  return hv::devproc::RunDevice(argc, argv, "lpc", std::make_unique<hv::lpc::LpcDevice>());
+  return hv::devproc::RunDevice(argc, argv, "lpc", std::make_unique<hv::lpc::LpcDevice>(),
+                                hv::lpc::LpcSyscallPolicy());
 }

@@ -37,8 +37,13 @@ short PollEvents(short zmq_events) {
 
 class Runtime : public DeviceContext {
  public:
-  Runtime(std::string name, std::unique_ptr<DeviceModel> model)
-      : name_(std::move(name)), model_(std::move(model)), socket_(context_, zmq::socket_type::dealer) {}
+  Runtime(std::string name, std::unique_ptr<DeviceModel> model, sandbox::Sandbox* sandbox,
+          sandbox::SyscallPolicy policy)
+      : name_(std::move(name)),
+        model_(std::move(model)),
+        sandbox_(sandbox),
+        policy_(std::move(policy)),
+        socket_(context_, zmq::socket_type::dealer) {}
 
   ~Runtime() override {
     if (channel_base_ != nullptr) munmap(channel_base_, channel_bytes_);
@@ -96,6 +101,8 @@ class Runtime : public DeviceContext {
 
   std::string name_;
   std::unique_ptr<DeviceModel> model_;
+  sandbox::Sandbox* sandbox_;
+  sandbox::SyscallPolicy policy_;
   zmq::context_t context_{1};
   zmq::socket_t socket_;
   std::unique_ptr<GuestMemory> ram_;
@@ -126,6 +133,16 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
 
   auto ranges = model_->Configure(*this, config);
   if (!ranges.ok()) return ranges.status();
+  // Everything is mapped and opened: from here on the guest can reach this
+  // process, so it runs sandboxed. Guest RAM plus room for threads' stacks and
+  // malloc's arenas; a few threads; the fds it has and some to accept or time with.
+  sandbox::ProcessLimits limits;
+  limits.address_space_bytes = config.getRamSize() + (uint64_t{4} << 30);
+  limits.max_threads = 64;
+  limits.max_fds = 256;
+  if (auto s = sandbox_->Seal(policy_, limits); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("entering the sandbox: ", s.message()));
+  }
   capnp::MallocMessageBuilder b;
   auto ready = b.initRoot<msg::Message>().initDeviceReady();
   auto list = ready.initRanges(ranges->size());
@@ -232,18 +249,21 @@ int Runtime::Run(const std::string& endpoint) {
 
 }  // namespace
 
-int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceModel> model) {
+int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceModel> model,
+              sandbox::SyscallPolicy policy) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the broker
   std::string endpoint;
   std::string name = kind;
+  sandbox::SandboxArgs sandbox_args;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (sandbox::ParseSandboxFlag(argc, argv, &i, &sandbox_args)) continue;
     if (arg == "--ctl" && i + 1 < argc) {
       endpoint = argv[++i];
     } else if (arg == "--name" && i + 1 < argc) {
       name = argv[++i];
     } else if (arg == "--help" || arg == "-h") {
-      printf("usage: %s --ctl ENDPOINT --name NAME\n"
+      printf("usage: %s --ctl ENDPOINT --name NAME [--sandbox-report-fd FD | --no-sandbox]\n"
              "An hv device process; hvbroker starts it. Not meant to be run by hand.\n",
              argv[0]);
       return 0;
@@ -260,7 +280,13 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
     return 2;
   }
   if (getppid() == 1) return 1;  // the broker is already gone
-  Runtime runtime(name, std::move(model));
+  // Before any thread exists: capabilities are per thread.
+  auto sandbox = sandbox::Sandbox::Begin(sandbox_args, name, argv[0]);
+  if (!sandbox.ok()) {
+    HV_ERROR("cannot set up the sandbox: %s", std::string(sandbox.status().message()).c_str());
+    return 1;
+  }
+  Runtime runtime(name, std::move(model), sandbox->get(), std::move(policy));
   return runtime.Run(endpoint);
 }
 

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/guest_memory.h"
+#include "common/sandbox.h"
 #include "schema/msg.capnp.h"
 
 namespace hv::devproc {
@@ -83,9 +84,13 @@ class DeviceModel {
   virtual std::optional<PciFunctionSpec> PciFunction() const { return std::nullopt; }
 };
 
-// Parses `--ctl ENDPOINT --name NAME`, runs the device until the broker says stop.
-// Returns the process's exit status.
-int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceModel> model);
+// Parses `--ctl ENDPOINT --name NAME` and the sandbox flags, runs the device
+// until the broker says stop. `policy` is the device kind's seccomp allowlist
+// (devproc/<kind>/seccomp_policy.cc); the process enters its sandbox after it
+// is configured and before it tells the broker it is ready, that is before the
+// guest can reach it. Returns the process's exit status.
+int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceModel> model,
+              sandbox::SyscallPolicy policy);
 
 }  // namespace hv::devproc
 

@@ -414,8 +414,10 @@ void VirtioPciDevice::ResetDevice() {
   }
 }
 
-int RunVirtioDevice(int argc, char** argv, const char* kind, std::unique_ptr<VirtioDevice> device) {
-  return devproc::RunDevice(argc, argv, kind, std::make_unique<VirtioPciDevice>(std::move(device)));
+int RunVirtioDevice(int argc, char** argv, const char* kind, std::unique_ptr<VirtioDevice> device,
+                    sandbox::SyscallPolicy policy) {
+  return devproc::RunDevice(argc, argv, kind, std::make_unique<VirtioPciDevice>(std::move(device)),
+                            std::move(policy));
 }
 
 }  // namespace hv::virtio

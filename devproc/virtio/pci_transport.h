@@ -128,7 +128,8 @@ class VirtioPciDevice : public devproc::DeviceModel, public Transport {
 };
 
 // The main() of a virtio device process.
-int RunVirtioDevice(int argc, char** argv, const char* kind, std::unique_ptr<VirtioDevice> device);
+int RunVirtioDevice(int argc, char** argv, const char* kind, std::unique_ptr<VirtioDevice> device,
+                    sandbox::SyscallPolicy policy);
 
 }  // namespace hv::virtio
 

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "devproc/virtio/pci_transport.h"
 #include "devproc/virtio_blk/blk_requests.h"
+#include "devproc/virtio_blk/seccomp_policy.h"
 
 namespace hv::virtio_blk {
 namespace {
@@ -140,5 +141,6 @@ class VirtioBlk : public virtio::VirtioDevice {
 
 int main(int argc, char** argv) {
   return hv::virtio::RunVirtioDevice(argc, argv, "virtio-blk",
-                                     std::make_unique<hv::virtio_blk::VirtioBlk>());
+                                     std::make_unique<hv::virtio_blk::VirtioBlk>(),
+                                     hv::virtio_blk::VirtioBlkSyscallPolicy());
 }

@@ -19,6 +19,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "devproc/virtio/pci_transport.h"
+#include "devproc/virtio_net/seccomp_policy.h"
 #include "devproc/virtio_net/net_queues.h"
 #include "devproc/virtio_net/user_network.h"
 
@@ -237,5 +238,6 @@ class VirtioNet : public virtio::VirtioDevice {
 
 int main(int argc, char** argv) {
   return hv::virtio::RunVirtioDevice(argc, argv, "virtio-net",
-                                     std::make_unique<hv::virtio_net::VirtioNet>());
+                                     std::make_unique<hv::virtio_net::VirtioNet>(),
+                                     hv::virtio_net::VirtioNetSyscallPolicy());
 }

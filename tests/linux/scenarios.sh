@@ -10,6 +10,9 @@ shift 3
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk net_user net_tap)
 T=$(mktemp -d /tmp/hvlin.XXXXXX)
+# The VM's processes run under a uid of their own: let them through to the
+# control socket in $T/run (they cannot list $T).
+chmod 711 "$T"
 export HV_RUNTIME_DIR=$T/run
 failures=0
 
