@@ -35,6 +35,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BROKER=$ROOT/.bazel/bin/broker/hvbroker GUEST=$ROOT/.bazel/bin/guest/exitbench.elf
 [ -x "$BROKER" ] && [ -f "$GUEST" ] || { echo "exits.sh: build first (see --help)" >&2; exit 1; }
 SCRATCH=$(mktemp -d)
+chmod 711 "$SCRATCH"  # the VM's sandboxed processes (their own uid) reach its runtime dir
 trap 'rm -rf "$SCRATCH"' EXIT
 export HV_RUNTIME_DIR=$SCRATCH/run
 truncate -s 1M "$SCRATCH/disk.img"

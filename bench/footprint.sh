@@ -25,6 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BROKER=$ROOT/.bazel/bin/broker/hvbroker GUEST=$ROOT/.bazel/bin/guest/exitbench.elf
 [ -x "$BROKER" ] && [ -f "$GUEST" ] || { echo "footprint.sh: build first (see --help)" >&2; exit 1; }
 SCRATCH=$(mktemp -d)
+chmod 711 "$SCRATCH"  # the VM's sandboxed processes (their own uid) reach its runtime dir
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$SCRATCH"; }
 trap cleanup EXIT

@@ -25,6 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BROKER=$ROOT/.bazel/bin/broker/hvbroker GUEST=$ROOT/.bazel/bin/guest/hello.elf
 [ -x "$BROKER" ] && [ -f "$GUEST" ] || { echo "start.sh: build first (see --help)" >&2; exit 1; }
 SCRATCH=$(mktemp -d)
+chmod 711 "$SCRATCH"  # the VM's sandboxed processes (their own uid) reach its runtime dir
 trap 'rm -rf "$SCRATCH"' EXIT
 export HV_RUNTIME_DIR=$SCRATCH/run
 cat >"$SCRATCH/vm.capnp" <<VM
@@ -43,18 +44,24 @@ vmm() {
 }
 # one VMM: ms from launch to the guest's line
 one() {
-  local start=$EPOCHREALTIME line
-  coproc V { vmm "$1" </dev/null 2>/dev/null; }
+  local start=$EPOCHREALTIME line seen=0
+  coproc V { vmm "$1" </dev/null 2>"$SCRATCH/$1.err"; }
   local pid=$V_PID
   while IFS= read -r -t 30 line <&"${V[0]}"; do
-    [[ $line == *"hello from the hv test guest"* ]] && break
+    if [[ $line == *"hello from the hv test guest"* ]]; then seen=1; break; fi
   done
-  awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'
+  local now=$EPOCHREALTIME
   wait "$pid" 2>/dev/null || true
+  if [ "$seen" = 0 ]; then
+    echo "start.sh: $1 did not print the guest's line:" >&2
+    cat "$SCRATCH/$1.err" >&2
+    exit 1
+  fi
+  awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for vmm in hv qemu; do
-  for _ in $(seq 1 "$VMS"); do one "$vmm"; done >"$SCRATCH/$vmm.ms"
+  for _ in $(seq 1 "$VMS"); do one "$vmm" >>"$SCRATCH/$vmm.ms" || exit 1; done
 done
 h=$(median <"$SCRATCH/hv.ms") q=$(median <"$SCRATCH/qemu.ms")
 echo "# start: launch to the guest's first line, median of $VMS VMs started one after another"

@@ -141,6 +141,7 @@ absl::Status Core::Build(msg::ConfigureCore::Reader config, int kvm_fd) {
   auto cpuid = kvm_->SupportedCpuid();
   if (!cpuid.ok()) return cpuid.status();
   cpuid_ = std::move(*cpuid);
+  tsc_deadline_ = kvm_->CheckExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   vcpus_expected_ = ncpus;
   auto mmap_size = kvm_->VcpuMmapSize();
   if (!mmap_size.ok()) return mmap_size.status();
@@ -276,6 +277,10 @@ absl::Status Core::SetUpVcpu(VcpuContext& ctx, uint32_t id, const BootState& boo
       e.ebx = (e.ebx & 0x0000ffff) | (id << 24) | ((ncpus & 0xff) << 16);
       if (ncpus > 1) e.edx |= 1u << 28;  // HTT: the count above is valid
       e.ecx |= 1u << 31;  // "running on a hypervisor": guests then look at the KVM leaves
+      // TSC-deadline mode of the local APIC timer: the in-kernel APIC has it,
+      // but KVM's table leaves the bit to userspace. Without it Linux drives
+      // its tick through one-shot TMICT writes instead, as on old hardware.
+      if (tsc_deadline_) e.ecx |= 1u << 24;
     }
     if (e.function == 0xb || e.function == 0x1f) {
       e.edx = id;

@@ -132,7 +132,8 @@ class Core {
   std::vector<kvm_cpuid_entry2> cpuid_;
   uint32_t vcpus_expected_ = 1;
   std::atomic<bool> stopping_{false};
-  bool profiling_ = false;  // HV_EXIT_PROFILE: ExitProfile per vCPU, printed at Stop
+  bool profiling_ = false;
+  bool tsc_deadline_ = false;  // KVM_CAP_TSC_DEADLINE_TIMER: CPUID may offer it  // HV_EXIT_PROFILE: ExitProfile per vCPU, printed at Stop
   std::function<bool()> abandon_;
 };
 
