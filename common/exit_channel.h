@@ -138,6 +138,8 @@ class ExitChannelServer {
   // Call before blocking on the doorbell: returns false if work arrived meanwhile
   // (then do not block; call Drain again).
   bool PrepareToSleep();
+  // Whether any vCPU has queued an access not yet handled (cheap: shared loads).
+  bool Pending() const { return AnyPending(); }
   // Call after waking up: clears the doorbell and the sleeping flag.
   void Woke();
   int doorbell_fd() const { return doorbell_fd_; }

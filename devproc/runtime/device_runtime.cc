@@ -97,7 +97,8 @@ class Runtime : public DeviceContext {
   absl::Status Configure(msg::ConfigureDevice::Reader config);
   // Returns false when the device must exit.
   bool HandleControl();
-  void DrainChannel();
+  size_t DrainChannel();
+  void PollChannelBriefly();
 
   std::string name_;
   std::unique_ptr<DeviceModel> model_;
@@ -172,8 +173,8 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
   return SendToPeer(socket_, b);
 }
 
-void Runtime::DrainChannel() {
-  channel_->Drain([this](const IoAccess& a) -> uint64_t {
+size_t Runtime::DrainChannel() {
+  return channel_->Drain([this](const IoAccess& a) -> uint64_t {
     if (a.is_write) {
       model_->Write(a.space, a.addr, a.size, a.data);
       return 0;
@@ -208,6 +209,30 @@ bool Runtime::HandleControl() {
   }
 }
 
+// Right after serving register accesses more usually follow (a driver polling
+// a status register, a burst of writes): wait for them awake for a few µs, so
+// that each does not pay for this thread falling asleep and the vCPU for waking
+// it up (a doorbell write). Bounded, so backends and the broker are still served.
+void Runtime::PollChannelBriefly() {
+  constexpr uint64_t kIdleNs = 30 * 1000;      // give up after this long without an access
+  constexpr uint64_t kBudgetNs = 1000 * 1000;  // and return to the event loop at least this often
+  auto now = [] {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  };
+  const uint64_t start = now();
+  uint64_t last = start;
+  for (uint64_t t = start; t - last < kIdleNs && t - start < kBudgetNs; t = now()) {
+    if (channel_->Pending()) {
+      DrainChannel();
+      last = now();
+    } else {
+      __builtin_ia32_pause();
+    }
+  }
+}
+
 int Runtime::Run(const std::string& endpoint) {
   socket_.set(zmq::sockopt::routing_id, name_);
   socket_.set(zmq::sockopt::linger, 1000);
@@ -221,7 +246,7 @@ int Runtime::Run(const std::string& endpoint) {
   for (;;) {
     bool may_sleep = true;
     if (channel_ != nullptr) {
-      DrainChannel();
+      if (DrainChannel() > 0) PollChannelBriefly();
       may_sleep = channel_->PrepareToSleep();
     }
     items.clear();
