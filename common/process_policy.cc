@@ -65,6 +65,8 @@ SyscallPolicy BaseProcessPolicy(std::string kind) {
   // would kill the process without a report.
   p.Allow(SYS_sched_getparam, "ZeroMQ's threads start (pthread_getschedparam)");
   p.Allow(SYS_sched_getscheduler, "ZeroMQ's threads start (pthread_getschedparam)");
+  p.AllowIf(SYS_sched_setscheduler, {SCMP_A1(SCMP_CMP_EQ, SCHED_OTHER)},
+            "ZeroMQ's threads start: pthread_setschedparam back to the default policy");
   return p;
 }
 

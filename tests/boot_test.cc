@@ -108,6 +108,9 @@ TEST_F(BootTest, KillingTheLpcProcessEndsTheVmNamingTheDevice) {
     PumpOutput(run, 50);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // mid-run: vCPU hammering lpc
+  // Listed again now that the guest runs: a child that has only just been
+  // spawned may not carry its executable's name yet.
+  children = Children(run.pid);
   pid_t lpc = -1, core = -1;
   for (auto& c : children) (c.comm == "hv-lpc" ? lpc : core) = c.pid;
   ASSERT_GT(lpc, 0);
