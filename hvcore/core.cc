@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/fd.h"
 #include "common/zmq_msg.h"
@@ -19,12 +20,6 @@
 
 namespace hv {
 namespace {
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
 // Interrupts KVM_RUN when a vCPU must stop; the handler itself does nothing.
 constexpr int kKickSignal = SIGUSR1;
 void OnKick(int) {}

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fd.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "devproc/lpc/acpi_pm.h"
 #include "devproc/lpc/i8042.h"
@@ -40,12 +41,6 @@ constexpr uint16_t kPm1aEvtPort = 0x400;
 constexpr uint16_t kPm1aCntPort = 0x404;
 constexpr uint16_t kPmTmrPort = 0x408;
 constexpr uint16_t kResetPort = 0xcf9;
-
-int64_t ClockNs(clockid_t clock) {
-  timespec ts;
-  clock_gettime(clock, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 // An eventfd-backed interrupt line: edge lines pulse on the rising edge; the one
 // level line (the SCI) is raised again after EOI while it is still asserted.

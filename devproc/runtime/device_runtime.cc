@@ -10,6 +10,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/exit_channel.h"
 #include "common/fd.h"
 #include "common/log.h"
@@ -216,11 +217,7 @@ bool Runtime::HandleControl() {
 void Runtime::PollChannelBriefly() {
   constexpr uint64_t kIdleNs = 30 * 1000;      // give up after this long without an access
   constexpr uint64_t kBudgetNs = 1000 * 1000;  // and return to the event loop at least this often
-  auto now = [] {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return uint64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-  };
+  auto now = [] { return static_cast<uint64_t>(MonotonicNs()); };
   const uint64_t start = now();
   uint64_t last = start;
   for (uint64_t t = start; t - last < kIdleNs && t - start < kBudgetNs; t = now()) {

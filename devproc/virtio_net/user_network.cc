@@ -14,16 +14,11 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 namespace hv::virtio_net {
 namespace {
-
-int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 // How long slirp's thread waits for the device to take a frame before it
 // starts dropping.
@@ -69,7 +64,7 @@ struct SlirpCallbacks {
     return static_cast<UserNetwork*>(opaque)->SendToGuest(buf, len);
   }
   static void GuestError(const char* msg, void*) { HV_WARN("user network: guest error: %s", msg); }
-  static int64_t ClockNs(void*) { return NowNs(); }
+  static int64_t ClockNs(void*) { return MonotonicNs(); }
   static void* TimerNewOpaque(SlirpTimerId id, void* cb_opaque, void* opaque) {
     auto* self = static_cast<UserNetwork*>(opaque);
     auto timer = std::make_unique<UserNetwork::Timer>();
@@ -204,7 +199,7 @@ void UserNetwork::Loop() {
     set.fds.push_back({slirp_end_.get(), POLLIN, 0});
     uint32_t timeout_ms = 1000;
     slirp_pollfds_fill(slirp_, &timeout_ms, &AddPoll, &set);
-    int64_t now_ms = NowNs() / 1000000;
+    int64_t now_ms = MonotonicNs() / 1000000;
     for (const auto& t : timers_) {
       if (t->expire_ms < 0) continue;
       int64_t wait = std::max<int64_t>(0, t->expire_ms - now_ms);
@@ -213,7 +208,7 @@ void UserNetwork::Loop() {
     int r = poll(set.fds.data(), set.fds.size(), static_cast<int>(timeout_ms));
     if (set.fds[0].revents & POLLIN) return;
     slirp_pollfds_poll(slirp_, r < 0, &GetRevents, &set);
-    now_ms = NowNs() / 1000000;
+    now_ms = MonotonicNs() / 1000000;
     // Timers may be freed or re-armed from inside slirp_handle_timer: collect first.
     std::vector<std::pair<int, void*>> due;
     for (const auto& t : timers_) {
