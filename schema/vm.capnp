@@ -50,6 +50,21 @@ struct Device {
   options @4 :List(Option);  # the rest of bhyve's conf: "ro", "sectorsize=512", ...
   name @5 :Text;        # how status/restart/debug name it; default "<emulation>@<slot>.<func>"
   sandbox @6 :Bool = true;   # false: --no-sandbox for this device (debugging only)
+  ports @7 :List(AhciPort);  # ahci: one entry per port, port i = entry i
+                             # (-s 4,ahci,hd:/a.img,cd:/b.iso); ahci-hd / ahci-cd
+                             # use `path` and `options` for their single port 0
+}
+
+# One port of an AHCI controller (bhyve's pci.B.S.F.port.N.type/path).
+struct AhciPort {
+  type @0 :AhciPortType;
+  path @1 :Text;             # disk image / ISO; relative to the VM file
+  options @2 :List(Option);  # nocache, direct, ro, sectorsize=, ser=, nmrr=, ...
+}
+
+enum AhciPortType {
+  hd @0;
+  cd @1;
 }
 
 struct Option {
