@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -72,14 +75,42 @@ absl::Status DropCapabilities() {
   return absl::OkStatus();
 }
 
-// Runs in the helper: an empty read-only tmpfs becomes the root of the mount
-// namespace (and so of the main process, whose root and cwd are the old root),
-// and the old root is detached. Returns 0 or an errno.
-int PivotToEmptyRoot() {
+// Runs in the helper, before the pivot: copies a host file into the new root
+// (still writable), creating its directories. A missing host file is skipped:
+// the process then finds none, as it would on a host without one.
+int CopyIntoNewRoot(const std::string& host_path) {
+  char contents[kMaxCarriedFileBytes];
+  ssize_t length = 0;
+  {
+    Fd in(open(host_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in.valid()) return errno == ENOENT ? 0 : errno;
+    length = read(in.get(), contents, sizeof(contents));
+    if (length < 0) return errno;
+  }
+  std::string target = "/tmp" + host_path;
+  for (size_t slash = target.find('/', 5); slash != std::string::npos;
+       slash = target.find('/', slash + 1)) {
+    if (mkdir(target.substr(0, slash).c_str(), 0555) != 0 && errno != EEXIST) return errno;
+  }
+  Fd out(open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
+  if (!out.valid()) return errno;
+  if (write(out.get(), contents, length) != length) return EIO;
+  return 0;
+}
+
+// Runs in the helper: a read-only tmpfs, empty but for the carried files,
+// becomes the root of the mount namespace (and so of the main process, whose
+// root and cwd are the old root), and the old root is detached. Returns 0 or
+// an errno.
+int PivotToEmptyRoot(const std::vector<std::string>& carried_files) {
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return errno;
   // Any existing directory serves as the mount point; /tmp exists everywhere.
-  if (mount("hv-empty-root", "/tmp", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            "size=4k,mode=0555") != 0) {
+  constexpr unsigned long kFlags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  if (mount("hv-empty-root", "/tmp", "tmpfs", kFlags, "size=64k,mode=0555") != 0) return errno;
+  for (const auto& path : carried_files) {
+    if (int error = CopyIntoNewRoot(path); error != 0) return error;
+  }
+  if (mount(nullptr, "/tmp", nullptr, MS_REMOUNT | MS_RDONLY | kFlags, nullptr) != 0) {
     return errno;
   }
   if (chdir("/tmp") != 0) return errno;
@@ -89,10 +120,32 @@ int PivotToEmptyRoot() {
   return 0;
 }
 
+// The command pipe carries "go" and then the carried files' paths, each as a
+// length and the bytes, ended by a zero length.
+bool ReadAll(int fd, void* buffer, size_t length) {
+  auto* p = static_cast<char*>(buffer);
+  while (length > 0) {
+    ssize_t n = read(fd, p, length);
+    if (n <= 0) return false;
+    p += n;
+    length -= n;
+  }
+  return true;
+}
+
 [[noreturn]] void RootHelperMain(int command_fd, int result_fd) {
   char go;
   if (read(command_fd, &go, 1) != 1) _exit(0);  // the main process ended first
-  int result = PivotToEmptyRoot();
+  std::vector<std::string> carried_files;
+  for (;;) {
+    uint32_t length = 0;
+    if (!ReadAll(command_fd, &length, sizeof(length))) _exit(0);
+    if (length == 0) break;
+    std::string path(length, '\0');
+    if (!ReadAll(command_fd, path.data(), length)) _exit(0);
+    carried_files.push_back(std::move(path));
+  }
+  int result = PivotToEmptyRoot(carried_files);
   ssize_t ignored = write(result_fd, &result, sizeof(result));
   (void)ignored;
   _exit(0);
@@ -242,11 +295,31 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Begin(const SandboxArgs& args,
   return sandbox;
 }
 
+absl::Status Sandbox::CarryFile(const std::string& host_path) {
+  if (host_path.empty() || host_path[0] != '/' || host_path.find("/..") != std::string::npos ||
+      host_path.find("/./") != std::string::npos || host_path.back() == '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a file carried into the sandbox needs a plain absolute path, not '",
+                     host_path, "'"));
+  }
+  carried_files_.push_back(host_path);
+  return absl::OkStatus();
+}
+
 absl::Status Sandbox::EnterEmptyRoot() {
   // The time zone is read from /etc/localtime once; read it while it is there.
   tzset();
-  char go = 1;
-  if (write(helper_command_fd_, &go, 1) != 1) return ErrnoStatus("start the root helper");
+  std::string command(1, 1);  // go
+  for (const auto& path : carried_files_) {
+    uint32_t length = path.size();
+    command.append(reinterpret_cast<const char*>(&length), sizeof(length));
+    command += path;
+  }
+  command.append(sizeof(uint32_t), '\0');
+  if (write(helper_command_fd_, command.data(), command.size()) !=
+      static_cast<ssize_t>(command.size())) {
+    return ErrnoStatus("start the root helper");
+  }
   int result = 0;
   ssize_t n = read(helper_result_fd_, &result, sizeof(result));
   int status = 0;

@@ -78,6 +78,9 @@ struct SandboxArgs {
 // Consumes argv[*i] (and its value) if it is a sandbox flag; returns whether it was.
 bool ParseSandboxFlag(int argc, char** argv, int* i, SandboxArgs* args);
 
+// The largest file Sandbox::CarryFile copies (the rest is cut off).
+inline constexpr size_t kMaxCarriedFileBytes = 16 * 1024;
+
 // Resource limits a sealed process keeps.
 struct ProcessLimits {
   uint64_t address_space_bytes = 0;  // RLIMIT_AS
@@ -95,6 +98,11 @@ class Sandbox {
                                                         const char* argv0);
   // Empty root, limits, seccomp. Call before reading anything the guest wrote.
   absl::Status Seal(const SyscallPolicy& policy, const ProcessLimits& limits);
+  // Before Seal: a copy of this host file (read when sealing, at most
+  // kMaxCarriedFileBytes, read-only) is in the otherwise empty root, at the
+  // same path. For the few files a library insists on reading (libslirp's
+  // /etc/resolv.conf); a missing host file is left out.
+  absl::Status CarryFile(const std::string& host_path);
   bool enabled() const { return args_.enabled; }
 
  private:
@@ -104,6 +112,7 @@ class Sandbox {
 
   SandboxArgs args_;
   std::string name_;
+  std::vector<std::string> carried_files_;
   pid_t root_helper_ = -1;  // keeps CAP_SYS_ADMIN until the pivot, then exits
   int helper_command_fd_ = -1;
   int helper_result_fd_ = -1;

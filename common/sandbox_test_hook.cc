@@ -2,7 +2,8 @@
 // after the sandbox is sealed, HV_TEST_FORBIDDEN_SYSCALL=NAME:CALL makes the
 // process named NAME ("lpc", "core", "vda"...) make the forbidden call CALL,
 // so that a test can watch it die by SIGSYS and the broker name the call.
-// CALL: "openat" (of /etc/passwd) or "execve" (of /bin/sh).
+// CALL: "openat" (of /etc/passwd), "openat-write" (of /etc/resolv.conf, for
+// writing) or "execve" (of /bin/sh).
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,6 +26,8 @@ void AfterSealTestHook(const std::string& name) {
   HV_WARN("test hook: making the forbidden call %s", call.c_str());
   if (call == "openat") {
     syscall(SYS_openat, AT_FDCWD, "/etc/passwd", O_RDONLY);
+  } else if (call == "openat-write") {
+    syscall(SYS_openat, AT_FDCWD, "/etc/resolv.conf", O_WRONLY | O_TRUNC);
   } else if (call == "execve") {
     char* argv[] = {const_cast<char*>("/bin/sh"), nullptr};
     syscall(SYS_execve, "/bin/sh", argv, environ);

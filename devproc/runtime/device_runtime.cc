@@ -78,6 +78,9 @@ class Runtime : public DeviceContext {
     return it->second;
   }
   const GuestMemory& memory() const override { return *ram_; }
+  absl::Status CarryIntoSandbox(const std::string& host_path) override {
+    return sandbox_->CarryFile(host_path);
+  }
   const std::string& name() const override { return name_; }
   int PublishRegister(msg::AddressSpace space, uint64_t addr, uint8_t size,
                       std::optional<uint64_t> unaffected_by) override {

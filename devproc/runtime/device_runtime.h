@@ -59,6 +59,9 @@ class DeviceContext {
   // A backend fd the broker handed over under `name` ("com1.in", "disk", ...).
   virtual absl::StatusOr<int> NamedFd(std::string_view name) const = 0;
   virtual const GuestMemory& memory() const = 0;
+  // In Configure: a read-only copy of this host file will be in the sandbox's
+  // otherwise empty root (sandbox::Sandbox::CarryFile).
+  virtual absl::Status CarryIntoSandbox(const std::string& host_path) = 0;
   virtual const std::string& name() const = 0;
   // Read-mostly registers (common/exit_channel.h): the core answers reads of a
   // published register from shared memory without waking this process. Declare

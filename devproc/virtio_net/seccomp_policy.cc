@@ -40,11 +40,14 @@ sandbox::SyscallPolicy VirtioNetSyscallPolicy() {
   p.Allow(SYS_recvmsg, "libslirp");
   p.AllowIoctl(FIONREAD, "libslirp: the size of a waiting UDP datagram");
   p.AllowIoctl(FIONBIO, "libslirp: non-blocking sockets");
-  // libslirp re-reads /etc/resolv.conf for DNS forwarding; the sandbox has no
-  // files: fail the open (it then falls back to its defaults), never trap.
-  p.Fail(SYS_openat, ENOENT, "libslirp's /etc/resolv.conf: the sandbox has no files");
-  p.Fail(SYS_newfstatat, ENOENT, "libslirp stats /etc/resolv.conf: the sandbox has no files");
-  p.Fail(SYS_stat, ENOENT, "libslirp stats /etc/resolv.conf: the sandbox has no files");
+  // libslirp reads /etc/resolv.conf (and stats it to see it change) to forward
+  // the guest's DNS queries. The sandbox root is a read-only tmpfs holding only
+  // a copy of that file (Sandbox::CarryFile); opens for reading only.
+  p.AllowIf(SYS_openat,
+            {SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND, O_RDONLY)},
+            "libslirp reads /etc/resolv.conf (a read-only copy in the sandbox root)");
+  p.Allow(SYS_newfstatat, "libslirp stats /etc/resolv.conf to see whether it changed");
+  p.Allow(SYS_stat, "libslirp stats /etc/resolv.conf to see whether it changed");
   return p;
 }
 

@@ -65,6 +65,9 @@ class VirtioNet : public virtio::VirtioDevice {
       }
     } else {
       config_.offloads = false;  // slirp checks every checksum and does no GSO
+      // libslirp forwards the guest's DNS queries (to 10.0.2.3) to the first
+      // nameserver in /etc/resolv.conf, which it reads when a query comes.
+      if (auto s = ctx.CarryIntoSandbox("/etc/resolv.conf"); !s.ok()) return s;
       auto user = UserNetwork::Start(options_.forwards);
       if (!user.ok()) return user.status();
       user_ = std::move(*user);

@@ -5,6 +5,7 @@
 # Prints one "PASS name: ..." or "FAIL name: ..." line per check, timing lines
 # "TIME name ready=S total=S", and exits non-zero if any check failed.
 set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BROKER=$1 KERNEL=$2 INITRD=$3
 shift 3
 SCENARIOS=("$@")
@@ -39,6 +40,7 @@ VM
 }
 
 # boot NAME CPUS CMDLINE [COM1] [DEVICES]: runs the VM, records output and timing.
+# BROKER_WRAP, if set, is a command the broker runs under.
 # A guest that triple-faults (exit 3) or hangs (no exit within the limit, 124)
 # is booted once more, and the run says so: under the nested host (QEMU's
 # emulated SVM) a Debian guest on hv crashes early in about one boot in 10-30,
@@ -59,7 +61,7 @@ boot_once() {
   local file start ready="" dated="" end
   file=$(vm_file "$name" "$cpus" "$cmdline" "$com1" "$devices")
   start=$(now)
-  timeout "$limit" "$BROKER" up "$file" >"$T/$name.out" 2>"$T/$name.err" </dev/null &
+  timeout "$limit" ${BROKER_WRAP:-} "$BROKER" up "$file" >"$T/$name.out" 2>"$T/$name.err" </dev/null &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     if [[ -z $ready ]] && grep -q HV-GUEST-READY "$T/$name.out" 2>/dev/null; then
@@ -229,6 +231,15 @@ check_net_user() {
   page_sum=$(md5sum <"$www/page.txt" | cut -d' ' -f1)
   busybox httpd -f -p "127.0.0.1:$http_port" -h "$www" &
   local httpd_pid=$!
+  # DNS: the VM sees a resolv.conf naming a server the test runs on a loopback
+  # address of its own (bind-mounted in a mount namespace for the broker only:
+  # the host's file is untouched); libslirp forwards the guest's queries to it.
+  local dns_ip=127.77.$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1)) dns_name=hv-dns-test.example
+  echo "nameserver $dns_ip" >"$T/resolv.conf"
+  chmod 644 "$T/resolv.conf"
+  /usr/bin/python3 "$HERE/dns_responder.py" "$dns_ip" "$dns_name" 10.0.2.2 "$T/dns.ready" >"$T/dns.log" 2>&1 &
+  local dns_pid=$!
+  for _ in $(seq 50); do [[ -e $T/dns.ready ]] && break; sleep 0.1; done
   local script
   script=$(base64 -w0 <<GUEST
 ip link set lo up; ip link set eth0 up
@@ -239,10 +250,17 @@ echo "guest-mac=\$(cat /sys/class/net/eth0/address)"
 printf 'GET /page.txt HTTP/1.0\r\n\r\n' | timeout 60 nc 10.0.2.2 $http_port >/tmp/response
 echo "http-status=\$(head -n1 /tmp/response)"
 echo "http-sum=\$(tr -d '\r' </tmp/response | sed '1,/^\$/d' | md5sum | cut -d' ' -f1)"
+echo "dns=\$(nslookup $dns_name 10.0.2.3 2>&1 | sed -n '/^Name:/,\$s/^Address: *//p' | head -n1)"
 echo HV-NET-LISTENING
 echo forward-token-\$((6*7)) | timeout 300 nc -l -p 8022 >/dev/null; echo forward-nc=\$?
 GUEST
 )
+  cat >"$T/with-resolv.sh" <<WRAP
+#!/bin/sh
+exec unshare --mount -- sh -c 'mount --bind "\$0" /etc/resolv.conf && exec "\$@"' "$T/resolv.conf" "\$@"
+WRAP
+  chmod 755 "$T/with-resolv.sh"
+  BROKER_WRAP=$T/with-resolv.sh \
   boot net_user 1 "panic=-1 hv.run=$script" "(stdio = void)" \
     "(slot = 2, emulation = \"virtio-net\", path = \"user\", options = [(key = \"hostfwd\", value = \"tcp:127.0.0.1:$fwd_port-:8022\")])," &
   local boot_pid=$!
@@ -254,7 +272,7 @@ GUEST
     sleep 1
   done
   wait "$boot_pid"
-  kill "$httpd_pid" 2>/dev/null; wait "$httpd_pid" 2>/dev/null
+  kill "$httpd_pid" "$dns_pid" 2>/dev/null; wait "$httpd_pid" "$dns_pid" 2>/dev/null
   local out=$T/net_user.out ok=1 mac logged
   grep -q "^guest-addr=10.0.2.15/24" "$out" || { fail net_user "DHCP: $(grep -E 'guest-addr|dhcp=' "$out" | tr -d '\r')"; ok=0; }
   mac=$(sed -n 's/^guest-mac=//p' "$out" | tr -d '\r')
@@ -263,10 +281,12 @@ GUEST
   grep -q "^http-sum=$page_sum" "$out" || { fail net_user "HTTP page from the host: $(grep http-sum "$out" | tr -d '\r'), want $page_sum"; ok=0; }
   [[ $got == forward-token-42 ]] || { fail net_user "port forward 127.0.0.1:$fwd_port -> guest:8022 gave '$got'"; ok=0; }
   grep -q "forward-nc=0" "$out" || { fail net_user "the guest's listener did not see the connection"; ok=0; }
+  grep -q "^dns=10.0.2.2" "$out" && grep -q "query $dns_name" "$T/dns.log" ||
+    { fail net_user "DNS: the guest got '$(sed -n 's/^dns=//p' "$out" | tr -d '\r')' for $dns_name, the host's server saw: $(head -c 300 "$T/dns.log")"; ok=0; }
   grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of net_user) == 0 ]] || { fail net_user "guest result/exit: $(exit_of net_user)"; ok=0; }
   local counters
   counters=$(grep -o 'rx [0-9]* packets.*' "$T/net_user.err" | tail -n1)
-  ((ok)) && pass net_user "DHCP gave $(sed -n 's/^guest-addr=//p' "$out" | tr -d '\r'), MAC $mac (derived from the VM name and slot), 300 kB page from the host's loopback over HTTP (md5 $page_sum), host -> guest port forward delivered the token; device counters: $counters"
+  ((ok)) && pass net_user "DHCP gave $(sed -n 's/^guest-addr=//p' "$out" | tr -d '\r'), MAC $mac (derived from the VM name and slot), 300 kB page from the host's loopback over HTTP (md5 $page_sum), host -> guest port forward delivered the token, $dns_name resolved through 10.0.2.3 by the host's DNS server; device counters: $counters"
   ((ok)) || show_tail net_user
 }
 
