@@ -19,8 +19,27 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Map(
           r.size, r.offset, memfd_size));
     }
   }
-  void* base = mmap(nullptr, memfd_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-  if (base == MAP_FAILED) return ErrnoStatus("mmap guest RAM");
+  // At a 2 MiB boundary and advised huge, so that where the host lets shared
+  // memory use transparent huge pages (shmem_enabled "advise" or "always") RAM
+  // is mapped in 2 MiB pages here and in KVM's nested page tables: fewer TLB
+  // misses, fewer nested page faults (and see tools/kvmhost: the emulated SVM
+  // of the nested test host is only reliable that way).
+  constexpr uint64_t kHugePage = 2 << 20;
+  void* reserved = mmap(nullptr, memfd_size + kHugePage, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) return ErrnoStatus("reserve address space for guest RAM");
+  uintptr_t start = reinterpret_cast<uintptr_t>(reserved);
+  uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
+  if (aligned > start) munmap(reserved, aligned - start);
+  munmap(reinterpret_cast<void*>(aligned + memfd_size), start + kHugePage - aligned);
+  void* base = mmap(reinterpret_cast<void*>(aligned), memfd_size, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_FIXED, memfd, 0);
+  if (base == MAP_FAILED) {
+    absl::Status error = ErrnoStatus("mmap guest RAM");
+    munmap(reinterpret_cast<void*>(aligned), memfd_size);
+    return error;
+  }
+  madvise(base, memfd_size, MADV_HUGEPAGE);  // no effect where shmem THP is off
   // Guest RAM never belongs in a core dump of a device process.
   madvise(base, memfd_size, MADV_DONTDUMP);
   return std::unique_ptr<GuestMemory>(
