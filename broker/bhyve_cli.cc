@@ -892,6 +892,13 @@ int BhyveMain(const std::vector<std::string>& args) {
   std::string cwd = getcwd(cwd_buffer, sizeof(cwd_buffer)) != nullptr ? cwd_buffer : ".";
   BhyveInvocation partial;
   auto invocation = ParseBhyveCommandLine(args, cwd, &partial);
+  if (!partial.help && partial.list.empty()) {
+    for (const auto& d : partial.vm.devices) {
+      if (!d.note.empty()) {
+        fprintf(stderr, "hvbroker bhyve: note: %s: %s\n", d.option.c_str(), d.note.c_str());
+      }
+    }
+  }
   if (!invocation.ok()) {
     say_errors(invocation.status());
     // What was read is checked too, so one run names every problem.
@@ -909,9 +916,6 @@ int BhyveMain(const std::vector<std::string>& args) {
     return 0;
   }
   const BhyveVm& vm = invocation->vm;
-  for (const auto& d : vm.devices) {
-    if (!d.note.empty()) fprintf(stderr, "hvbroker bhyve: note: %s: %s\n", d.option.c_str(), d.note.c_str());
-  }
   auto config = LoadBhyveVm(vm, cwd);
   if (invocation->print_config) {
     fputs(BhyveVmCapnpText(vm).c_str(), stdout);
