@@ -386,6 +386,8 @@ GUEST
       fi
     fi
     if [[ $opt == -H ]]; then subset+=("$opt"); i=$((i + 1)); continue; fi
+    # Once fbuf runs: its `wait` would hold the boot until a VNC client connects.
+    [[ $arg == *,fbuf,* ]] && arg=${arg/,wait,/,}
     subset+=("$opt" "$arg"); i=$((i + 2))
   done
   [[ $code == 1 ]] || { fail bhyve_cli "the whole OmniOS command line: exit $code, want 1"; ok=0; }
