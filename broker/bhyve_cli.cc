@@ -5,6 +5,7 @@
 #include <cctype>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -583,7 +584,7 @@ class Parser {
     port = serial;
   }
 
-  // --name[=value] or --name value; returns false when the argument is missing.
+  // hv's own options: --name=value or --name value. Advances *i past a value it takes.
   void LongOption(const std::vector<std::string>& args, size_t* i) {
     std::string arg = args[*i];
     size_t eq = arg.find('=');
