@@ -527,6 +527,7 @@ class Parser {
     std::vector<std::string> tokens = absl::StrSplit(value, ',');
     const std::string& device = tokens[0];
     if (device == "bootrom") {
+      out_->vm.bootrom_refused = true;
       Error(option, "hv has no firmware (UEFI/CSM bootrom) support; it loads a Linux bzImage "
                     "or PVH ELF kernel itself: give --kernel FILE [--initrd FILE] "
                     "[--cmdline TEXT] instead");
@@ -683,7 +684,7 @@ std::vector<std::pair<std::string, std::string>> FieldOptions(const BhyveVm& vm)
       {"name", absl::StrCat("VMNAME '", vm.name, "'")},
       {"cpus", vm.cpus_option.empty() ? "-c (default 1)" : vm.cpus_option},
       {"memory", vm.memory_option.empty() ? "-m (default 256M)" : vm.memory_option},
-      {"boot.kernel", absl::StrCat("--kernel ", vm.kernel)},
+      {"boot.kernel", vm.kernel.empty() ? "--kernel" : absl::StrCat("--kernel ", vm.kernel)},
       {"boot.initrd", absl::StrCat("--initrd ", vm.initrd)},
       {"boot.cmdline", "--cmdline"},
   };
@@ -861,7 +862,10 @@ std::string BhyveVmCapnpText(const BhyveVm& vm) {
 
 absl::StatusOr<VmConfig> LoadBhyveVm(const BhyveVm& vm, const std::string& cwd) {
   std::vector<std::string> errors;
-  if (vm.kernel.empty()) {
+  // After a refused -l bootrom (whose error tells about --kernel) the broker's own
+  // "--kernel: no kernel to boot" is enough.
+  bool explain_kernel = vm.kernel.empty() && !vm.bootrom_refused;
+  if (explain_kernel) {
     errors.push_back(
         "--kernel: no kernel to boot: hv loads a Linux bzImage or a PVH ELF kernel itself "
         "(it has no firmware for bhyve's -l bootrom); give --kernel FILE");
@@ -871,7 +875,7 @@ absl::StatusOr<VmConfig> LoadBhyveVm(const BhyveVm& vm, const std::string& cwd) 
     auto fields = FieldOptions(vm);
     for (absl::string_view line : absl::StrSplit(config.status().message(), '\n')) {
       std::string named = NameTheOption(std::string(line), kGeneratedName, fields);
-      if (vm.kernel.empty() && absl::StartsWith(named, "--kernel ")) continue;  // said above
+      if (explain_kernel && absl::StartsWith(named, "--kernel: ")) continue;  // said above
       errors.push_back(named);
     }
   }

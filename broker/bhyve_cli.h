@@ -66,6 +66,7 @@ struct BhyveVm {
   bool destroy_flag = false;  // -D given
   bool ioapic_flag = false;   // -I given
   bool no_mptable = false;    // -Y
+  bool bootrom_refused = false;  // -l bootrom,... was given (and refused, saying to use --kernel)
   std::array<BhyveSerial, 4> com;
   std::vector<BhyveDevice> devices;
 };

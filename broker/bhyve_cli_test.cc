@@ -456,6 +456,12 @@ TEST_F(BhyveCliTest, ValidationErrorsNameTheOption) {
             (std::vector<std::string>{
                 "--kernel: no kernel to boot: hv loads a Linux bzImage or a PVH ELF kernel itself "
                 "(it has no firmware for bhyve's -l bootrom); give --kernel FILE"}));
+  // After a refused -l bootrom (which says to give --kernel), the missing kernel is not said twice.
+  BhyveInvocation partial;
+  EXPECT_FALSE(ParseBhyveCommandLine({"-l", "bootrom,/x.fd", "-s", "0,hostbridge", "vm"}, dir_, &partial).ok());
+  auto rest = LoadBhyveVm(partial.vm, dir_);
+  ASSERT_FALSE(rest.ok());
+  EXPECT_EQ(Lines(rest.status()), (std::vector<std::string>{"--kernel: no kernel to boot"}));
   EXPECT_EQ(LoadErrors({"-s", "5,virtio-net,tap0,queues=99", "--kernel", "vmlinuz", "vm"}),
             (std::vector<std::string>{"-s 5,virtio-net,tap0,queues=99: queues=99: want 1 to 8 queue pairs"}));
 }
