@@ -6,6 +6,10 @@
 #   bazel build //broker:hvbroker && broker/gen_man.sh .bazel/bin/broker/hvbroker >docs/hvbroker.1
 set -euo pipefail
 broker=$1
+# A command's --help must not depend on this machine (running VMs, paths): give
+# every run the same runtime directory, one that does not exist, and no stdin.
+export HV_RUNTIME_DIR=/nonexistent/hv-man
+help_of() { { timeout 10 "$broker" "$1" --help </dev/null 2>&1 || true; }; }
 
 # Preformatted roff: backslashes escaped, and no line may start with a control character.
 roff_block() {
@@ -14,7 +18,7 @@ roff_block() {
   echo ".fi"
 }
 
-main_help=$("$broker" help)
+main_help=$("$broker" help </dev/null)
 # The commands are the lines indented by two spaces under "Commands:", up to a blank line.
 commands=$(printf '%s\n' "$main_help" |
   awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && /^  [a-z]/ { print $1 }')
@@ -29,7 +33,7 @@ HEAD
 # Each command's synopsis is the "usage:" line of its --help.
 printf '%s\n' "$commands" | while read -r command; do
   [[ $command == help ]] && continue
-  usage=$({ "$broker" "$command" --help 2>&1 || true; } | sed -n 's/^usage: //p' | head -n1)
+  usage=$(help_of "$command" | sed -n 's/^usage: //p' | head -n1)
   echo ".br"
   printf '%s\n' "${usage:-hvbroker $command ...}" | sed -e 's/\\/\\e/g' -e 's/-/\\-/g'
 done
@@ -38,7 +42,7 @@ printf '%s\n' "$main_help" | roff_block
 printf '%s\n' "$commands" | while read -r command; do
   [[ $command == help ]] && continue
   echo ".SH \"HVBROKER ${command^^}\""
-  { "$broker" "$command" --help 2>&1 || true; } | roff_block
+  help_of "$command" | roff_block
 done
 cat <<'TAIL'
 .SH "SEE ALSO"
