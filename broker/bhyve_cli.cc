@@ -90,7 +90,8 @@ Example (the OmniOS guide's VM with a Linux kernel instead of the bootrom):
       --kernel vmlinuz --initrd initrd.gz --cmdline console=ttyS0 testvm
 
 Exit status:
-  0  the guest powered off; with --print-config or a help: the file is valid
+  0  the guest powered off; with --print-config: the file is valid; a help or
+     list (-h, -s help, -l help) was printed
   1  the VM could not be started: the command line has an error or an option
      hv does not support, the VM it describes is invalid, or a file is missing
      (every reason is printed); with --print-config: the file is invalid
