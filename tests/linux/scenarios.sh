@@ -423,10 +423,15 @@ GUEST
   grep -q "pci=.*0000:00:03.0:0x1042 .*0000:00:05.0:0x1041 " "$out" ||
     { fail bhyve_cli "virtio-blk at 00:03.0 and virtio-net at 00:05.0: $(grep pci= "$out" | tr -d '\r')"; ok=0; }
   grep -q "guest-ping=ok" "$out" || { fail bhyve_cli "-s 5:0,virtio-net-viona,bhyve0: the guest could not ping the namespace"; ok=0; }
+  local cd_seen=""
+  if [[ " $not_landed " != *" ahci-cd "* ]]; then  # AHCI has landed: the ISO is booted with the rest
+    grep -q "^blocks=.*sr0" "$out" && cd_seen=", the ISO as CD-ROM sr0 at 00:02.0" ||
+      { fail bhyve_cli "-s 2:0,ahci-cd: no CD-ROM in the guest: $(grep blocks= "$out" | tr -d '\r')"; ok=0; }
+  fi
   [[ $(dd if="$disk" bs=512 skip=32768 count=1 2>/dev/null | head -n1) == bhyve-cli-marker ]] ||
     { fail bhyve_cli "the guest's write did not reach $disk"; ok=0; }
   grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of bhyve_cli) == 0 ]] || { fail bhyve_cli "guest result/exit: $(exit_of bhyve_cli)"; ok=0; }
-  ((ok)) && pass bhyve_cli "the OmniOS command line: refused with $(( ${#want[@]} )) precise errors (${dropped[*]}); without those it booted: 4 vCPUs, ${mem_kb} kB, the disk at 00:03.0 read (md5 $disk_sum) and written, viona as virtio-net on tap bhyve0 at 00:05.0 pinged the namespace; powered off, exit 0"
+  ((ok)) && pass bhyve_cli "the OmniOS command line: refused with $(( ${#want[@]} )) precise errors (${dropped[*]}); without those it booted: 4 vCPUs, ${mem_kb} kB, the disk at 00:03.0 read (md5 $disk_sum) and written, viona as virtio-net on tap bhyve0 at 00:05.0 pinged the namespace${cd_seen}; powered off, exit 0"
   ((ok)) || show_tail bhyve_cli
 }
 
