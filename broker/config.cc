@@ -218,6 +218,13 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
     contents << in.rdbuf();
     text = contents.str();
   }
+  size_t slash = path.rfind('/');
+  std::string base_dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  return LoadVmConfigText(path, std::move(text), base_dir);
+}
+
+absl::StatusOr<VmConfig> LoadVmConfigText(const std::string& path, std::string text,
+                                          const std::string& base_dir) {
   capnp::SchemaParser parser;
   std::string const_name;
   auto constant = ParseVmConstant(path, text, parser, &const_name);
@@ -225,8 +232,7 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
 
   VmConfig config;
   config.path = path;
-  size_t slash = path.rfind('/');
-  config.base_dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  config.base_dir = base_dir;
   config.message = std::make_unique<capnp::MallocMessageBuilder>();
   try {
     config.message->setRoot(constant->as<capnp::DynamicStruct>());

@@ -44,6 +44,11 @@ struct VmConfig {
 // Parses `path` (the constant named `vm`, or the file's only Vm constant) and checks it.
 absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path);
 
+// The same for a VM file's text that is not on disk (`hvbroker bhyve` builds one):
+// errors name `path`, and relative paths in it are relative to `base_dir`.
+absl::StatusOr<VmConfig> LoadVmConfigText(const std::string& path, std::string text,
+                                          const std::string& base_dir);
+
 // "256M", "1G", "512" (MiB, as bhyve reads a plain number). Exposed for tests.
 absl::StatusOr<uint64_t> ParseMemorySize(const std::string& text);
 

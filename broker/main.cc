@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "broker/bhyve_cli.h"
 #include "broker/config.h"
 #include "broker/vm_runner.h"
 #include "common/log.h"
@@ -21,6 +22,10 @@ Commands:
                     until it ends. The guest's console (a COM port with the stdio
                     backend) is this terminal; Ctrl-C stops the VM.
   check FILE.capnp  Parse and validate FILE, print what would run, and exit.
+  bhyve [bhyve options] VMNAME
+                    Run a VM given bhyve(8)'s command line (-c, -m, -s, -l, ...,
+                    with --kernel FILE for what to boot), or write its VM file
+                    with --print-config. See `hvbroker bhyve --help`.
   help              This text.
 
 The VM file is a Cap'n Proto constant (see schema/vm.capnp and examples/):
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
   if (args.empty()) return Usage(stderr, 2);
   const std::string& command = args[0];
   if (command == "help" || command == "--help" || command == "-h") return Usage(stdout, 0);
+  if (command == "bhyve") return hv::broker::BhyveMain({args.begin() + 1, args.end()});
   if (command == "up" || command == "check") {
     hv::broker::RunOptions options;
     while (command == "up" && args.size() > 2 && args[1].rfind("--", 0) == 0) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boots Debian's kernel through hv with 1 and 2 vCPUs, a guest panic, a COM port
-# on a Unix socket, virtio-blk disks and virtio-net in user mode and on a tap
+# on a Unix socket, virtio-blk disks, virtio-net in user mode and on a tap, and
+# the OmniOS guide's bhyve command line through `hvbroker bhyve`
 # (tests/linux/scenarios.sh). Needs a usable /dev/kvm:
 # tools/kvmhost provides a nested KVM host where the hardware has none (as here),
 # or runs directly where it has VT-x/AMD-V.
