@@ -243,6 +243,7 @@ for i in $(seq 1 50); do [ -b /dev/sda ] && [ -b /dev/sr0 ] && break; sleep 0.1;
 echo "pci-ids=$(cat /sys/bus/pci/drivers/ahci/*/vendor 2>/dev/null):$(cat /sys/bus/pci/drivers/ahci/*/device 2>/dev/null)"
 echo "sda-size=$(cat /sys/block/sda/size) sda-model=$(cat /sys/block/sda/device/model | tr -d ' ') sr0-type=$(cat /sys/block/sr0/device/type)"
 echo "ncq-depth=$(cat /sys/block/sda/device/queue_depth)"
+echo "ahci-msi=$(grep ahci /proc/interrupts | grep -c MSI)"
 mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo cd-mounted=yes
 echo "cd-sums=$(cd /cd && md5sum random.bin sub/odd.bin sub/hello.txt | cut -d' ' -f1 | tr '\n' ' ')"
 umount /cd
@@ -262,6 +263,7 @@ GUEST
   local out=$T/ahci.out ok=1 written read blocks_now
   grep -q "pci-ids=0x8086:0x2922" "$out" || { fail ahci "the ahci driver did not bind 8086:2922: $(grep pci-ids "$out" | tr -d '\r')"; ok=0; }
   grep -q "sda-size=524288 .*sr0-type=5" "$out" || { fail ahci "disk/CD not found: $(grep sda-size "$out" | tr -d '\r')"; ok=0; }
+  grep -q "ahci-msi=1" "$out" || { fail ahci "the driver does not use the controller's MSI: $(grep ahci-msi "$out" | tr -d '\r')"; ok=0; }
   grep -q "cd-mounted=yes" "$out" || { fail ahci "the ISO did not mount as iso9660"; ok=0; }
   grep -q "cd-sums=$want_sums" "$out" || { fail ahci "ISO files: $(grep cd-sums "$out" | tr -d '\r'), want $want_sums"; ok=0; }
   grep -q "mkfs=ok" "$out" || { fail ahci "mkfs.ext4 + mount failed"; ok=0; }
@@ -274,7 +276,7 @@ GUEST
   grep -q "fstrim=done" "$out" && ((blocks_now < 40 * 2048)) ||
     { fail ahci "fstrim: $(grep -m1 'fstrim' "$out" | tr -d '\r'), image st_blocks $blocks_now (want < $((40 * 2048)))"; ok=0; }
   grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of ahci) == 0 ]] || { fail ahci "guest result/exit: $(exit_of ahci)"; ok=0; }
-  ((ok)) && pass ahci "ahci bound 8086:2922 with a 256 MiB disk and a CD on one controller ($(grep -o 'ncq-depth=[0-9]*' "$out")); ISO mounted as iso9660, 3 files md5 right; mkfs.ext4, 64 MiB file round trip md5 $written, /hello read on the host; fstrim left st_blocks $blocks_now"
+  ((ok)) && pass ahci "ahci bound 8086:2922 with a 256 MiB disk and a CD on one controller ($(grep -o 'ncq-depth=[0-9]*' "$out"), MSI); ISO mounted as iso9660, 3 files md5 right; mkfs.ext4, 64 MiB file round trip md5 $written, /hello read on the host; fstrim left st_blocks $blocks_now"
   ((ok)) || show_tail ahci
 }
 
