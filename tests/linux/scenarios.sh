@@ -8,7 +8,7 @@ set -uo pipefail
 BROKER=$1 KERNEL=$2 INITRD=$3
 shift 3
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk ahci net_user net_tap)
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk ahci ahci_intx net_user net_tap)
 T=$(mktemp -d /tmp/hvlin.XXXXXX)
 # The VM's processes run under a uid of their own: let them through to the
 # control socket in $T/run (they cannot list $T).
@@ -280,6 +280,45 @@ GUEST
   ((ok)) || show_tail ahci
 }
 
+# AHCI without MSI (pci=nomsi): INTx, level-triggered, on two single-port
+# controllers (bhyve's ahci-hd and ahci-cd). A pattern goes through the disk
+# with O_DIRECT in both directions, and a file is read from an ISO.
+check_ahci_intx() {
+  local disk=$T/intx-disk.img iso=$T/intx.iso tree=$T/intx-tree
+  mkdir -p "$tree"
+  dd if=/dev/urandom of="$tree/blob" bs=1M count=5 2>/dev/null
+  xorriso -as mkisofs -quiet -o "$iso" "$tree" 2>/dev/null ||
+    genisoimage -quiet -o "$iso" "$tree" 2>/dev/null
+  [[ -s $iso ]] || { fail ahci_intx "could not build the ISO (install xorriso: tools/setup)"; return; }
+  local want
+  want=$(md5sum <"$tree/blob" | cut -d' ' -f1)
+  truncate -s 64M "$disk"
+  local script
+  script=$(base64 -w0 <<'GUEST'
+for i in $(seq 1 50); do [ -b /dev/sda ] && [ -b /dev/sr0 ] && break; sleep 0.1; done
+echo "ahci-intx=$(grep ahci /proc/interrupts | grep -c IO-APIC) ahci-msi=$(grep ahci /proc/interrupts | grep -c MSI)"
+mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo "cd-sum=$(md5sum </cd/blob | cut -d' ' -f1)"
+dd if=/dev/urandom of=/pattern bs=1M count=16 2>/dev/null
+dd if=/pattern of=/dev/sda bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null || echo write-failed
+echo "pattern-sum=$(md5sum </pattern | cut -d' ' -f1)"
+echo "readback-sum=$(dd if=/dev/sda bs=1M skip=8 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
+GUEST
+)
+  boot ahci_intx 2 "panic=-1 pci=nomsi hv.run=$script" "(stdio = void)" \
+    "(slot = 5, emulation = \"ahci-hd\", path = \"$disk\"), (slot = 6, emulation = \"ahci-cd\", path = \"$iso\"),"
+  local out=$T/ahci_intx.out ok=1 pattern readback host
+  grep -q "ahci-intx=2 ahci-msi=0" "$out" || { fail ahci_intx "want both controllers on IO-APIC lines: $(grep ahci-intx "$out" | tr -d '\r')"; ok=0; }
+  grep -q "cd-sum=$want" "$out" || { fail ahci_intx "ISO file: $(grep cd-sum "$out" | tr -d '\r'), want $want"; ok=0; }
+  pattern=$(sed -n 's/^pattern-sum=//p' "$out" | tr -d '\r')
+  readback=$(sed -n 's/^readback-sum=//p' "$out" | tr -d '\r')
+  host=$(md5_at "$disk" 8 16)
+  [[ -n $pattern && $pattern == "$readback" && $pattern == "$host" ]] ||
+    { fail ahci_intx "16 MiB pattern: guest $pattern, read back $readback, host file $host"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of ahci_intx) == 0 ]] || { fail ahci_intx "guest result/exit: $(exit_of ahci_intx)"; ok=0; }
+  ((ok)) && pass ahci_intx "ahci-hd and ahci-cd on INTx (pci=nomsi): ISO file md5 $want, 16 MiB O_DIRECT pattern md5 $pattern in guest, read back and in the host file"
+  ((ok)) || show_tail ahci_intx
+}
+
 # virtio-net, user mode (libslirp in the device process): the guest gets its
 # address by DHCP, fetches a page from an HTTP server on the host's loopback, and
 # serves a token through a port forward that the host connects to.
@@ -404,6 +443,7 @@ for s in "${SCENARIOS[@]}"; do
     socket) check_socket ;;
     blk) check_blk ;;
     ahci) check_ahci ;;
+    ahci_intx) check_ahci_intx ;;
     net_user) check_net_user ;;
     net_tap) check_net_tap ;;
     *) fail "$s" "unknown scenario" ;;
