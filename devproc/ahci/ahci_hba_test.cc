@@ -572,6 +572,29 @@ TEST_F(AhciTest, AtapiErrorsGiveSenseData) {
   }
 }
 
+// A guest that writes anything anywhere in the ABAR, with RAM full of noise
+// and the command lists pointed into it: only device errors, never a crash.
+TEST_F(AhciTest, RandomRegisterWritesOverNoise) {
+  std::mt19937_64 rng(99);
+  auto noise = Pattern(0x200000, 42);
+  Put(0, noise.data(), noise.size());
+  StartPort(0);
+  StartPort(1);
+  for (int i = 0; i < 20000; ++i) {
+    uint32_t offset = rng() % hba_->abar_size();
+    uint8_t size = uint8_t{1} << (rng() % 4);
+    uint64_t value = rng();
+    if (rng() % 4 == 0) value &= 0x1fffff;  // addresses inside RAM more often
+    hba_->Write(offset, size, value);
+    (void)hba_->Read(rng() % hba_->abar_size(), uint8_t{1} << (rng() % 4));
+    if (i % 64 == 0) hba_->DrainCompletions();
+  }
+  hba_->WaitIdle();
+  SetReg(kRegGhc, kGhcHr);
+  StartPort(0);
+  ExpectPortWorks(0);
+}
+
 // One port whose disk is slow does not hold up another port.
 TEST_F(AhciTest, ASlowPortDoesNotStallAnother) {
   std::mutex mu;
