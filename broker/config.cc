@@ -463,7 +463,12 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
       }
       config.processes.push_back(p);
     }
-    if (emulation == "ahci" || emulation == "ahci-hd" || emulation == "ahci-cd") {
+    bool ahci = emulation == "ahci" || emulation == "ahci-hd" || emulation == "ahci-cd";
+    if (!ahci && d.getPorts().size() > 0) {
+      check.Error(at + ".ports", absl::StrCat("ports are for an AHCI controller (emulation \"ahci\"), not ",
+                                              emulation));
+    }
+    if (ahci) {
       DeviceProcess p;
       p.kind = DeviceProcessKind::kAhci;
       p.name = name;

@@ -296,6 +296,14 @@ TEST_F(ConfigTest, AhciErrorsNameThePort) {
 );
 )",
               6, "cannot open '");
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 4, emulation = "virtio-blk", path = "a.img",
+              ports = [(type = hd, path = "a.img")])],
+);
+)",
+              6, "ports are for an AHCI controller");
 }
 
 TEST(MemorySizeTest, SuffixesAsBhyveReadsThem) {
