@@ -595,6 +595,28 @@ TEST_F(AhciTest, RandomRegisterWritesOverNoise) {
   ExpectPortWorks(0);
 }
 
+// The most ports a controller has: 32, the last at ABAR 0x1080.
+TEST_F(AhciTest, ThirtyTwoPorts) {
+  hba_.reset();
+  std::vector<PortSetup> ports(32);
+  for (auto& p : ports) {
+    p.serial = "MANY";
+    p.backend = disk_.get();  // one image behind every port is enough here
+  }
+  hba_ = std::make_unique<Hba>(*memory_, ports, [this] { ++interrupts_; });
+  EXPECT_EQ(Reg(kRegCap) & 0x1f, 31u);
+  EXPECT_EQ(Reg(kRegPi), 0xffffffffu);
+  EXPECT_EQ(hba_->abar_size(), 0x2000u);
+  auto data = Pattern(512, 9);
+  ASSERT_EQ(pwrite(disk_fd_, data.data(), 512, 0), 512);
+  StartPort(31);
+  Prepare(31, 0, H2d(kAtaReadDmaExt, 0, 1), {{kData, 512}});
+  Issue(31, 0);
+  EXPECT_EQ(PortReg(31, kPxCi), 0u);
+  EXPECT_EQ(Get(kData, 512), data);
+  EXPECT_EQ(Reg(kRegIs), 1u << 31);
+}
+
 // One port whose disk is slow does not hold up another port.
 TEST_F(AhciTest, ASlowPortDoesNotStallAnother) {
   std::mutex mu;
