@@ -168,7 +168,6 @@ class AhciDevice : public devproc::DeviceModel {
 
  private:
   bool MsiEnabled() const { return config_->RawByte(msi_cap_ + 2) & 1; }
-  bool BusMasterEnabled() const { return config_->command() & 0x4; }
 
   void Interrupt() {
     if (MsiEnabled()) {

@@ -722,6 +722,7 @@ void Hba::AtapiDone(Port& p, Command& c, const AtapiResult& r) {
       return;
     }
   }
+  SetPrdbc(p, c, r.data.size());
   Complete(p, c, r.data.size());
 }
 
