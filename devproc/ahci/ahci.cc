@@ -75,7 +75,9 @@ class AhciDevice : public devproc::DeviceModel {
       b.read_only = options->read_only;
       b.logical_block_size = options->logical_sector_size;
       b.physical_block_size = options->physical_sector_size;
-      b.num_workers = 2;
+      // Two workers per port let queued commands overlap; past 16 ports one
+      // each keeps the process well under the sandbox's 64 threads.
+      b.num_workers = wanted.size() <= 16 ? 2 : 1;
       auto backend = block::BlockBackend::Create(Fd(*fd), b);
       if (!backend.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("port ", i, ": ", backend.status().message()));
