@@ -1,5 +1,5 @@
 // The core's side of PCI functions that live in device processes: BAR mapping,
-// MSI-X routes and queue doorbells (ioeventfds). All of it is decided from what
+// MSI-X and MSI routes and queue doorbells (ioeventfds). All of it is decided from what
 // the guest writes, as the core routes it, so nothing waits for a device.
 #include <cstring>
 
