@@ -256,6 +256,8 @@ echo "read-sum=$(md5sum </mnt/data | cut -d' ' -f1)"
 sync; echo "marker=before-trim"; sleep 1
 rm /mnt/data && sync && fstrim -v /mnt && echo fstrim=done
 umount /mnt
+# Kernel messages from here on would interleave with the result line.
+sleep 1; echo 1 >/proc/sys/kernel/printk
 GUEST
 )
   boot ahci 2 "panic=-1 hv.run=$script" "(stdio = void)" \
@@ -302,6 +304,9 @@ dd if=/dev/urandom of=/pattern bs=1M count=16 2>/dev/null
 dd if=/pattern of=/dev/sda bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null || echo write-failed
 echo "pattern-sum=$(md5sum </pattern | cut -d' ' -f1)"
 echo "readback-sum=$(dd if=/dev/sda bs=1M skip=8 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
+umount /cd
+# Kernel messages from here on would interleave with the result line.
+sleep 1; echo 1 >/proc/sys/kernel/printk
 GUEST
 )
   boot ahci_intx 2 "panic=-1 pci=nomsi hv.run=$script" "(stdio = void)" \
