@@ -36,6 +36,7 @@ fi
 
 KERNEL=$CACHE/vmlinuz INITRD=$CACHE/bench-initramfs.cpio.gz
 T=$(mktemp -d)
+chmod 711 "$T"  # the VM's sandboxed processes (their own uid) reach its runtime dir
 export HV_RUNTIME_DIR=$T/run
 DISK=$T/disk.img
 dd if=/dev/urandom of="$DISK" bs=1M count=256 2>/dev/null

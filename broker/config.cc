@@ -16,6 +16,7 @@
 #include "capnp/schema-parser.h"
 #include "common/capnp_text_locator.h"
 #include "kj/filesystem.h"
+#include "devproc/ahci/ahci_options.h"
 #include "devproc/virtio_blk/blk_requests.h"
 #include "devproc/virtio_net/net_queues.h"
 #include "schema/vm_schema_text.h"
@@ -34,8 +35,8 @@ const std::map<std::string, bool>& Emulations() {
       {"hostbridge", true}, {"amd_hostbridge", true}, {"lpc", true},
       {"virtio-blk", true}, {"virtio-net", true},   {"virtio-net-viona", false},
       {"virtio-rnd", false}, {"virtio-console", false}, {"virtio-9p", false},
-      {"virtio-scsi", false}, {"virtio-input", false}, {"ahci", false},
-      {"ahci-hd", false},    {"ahci-cd", false},      {"nvme", false},
+      {"virtio-scsi", false}, {"virtio-input", false}, {"ahci", true},
+      {"ahci-hd", true},     {"ahci-cd", true},      {"nvme", false},
       {"e1000", false},      {"fbuf", false},         {"xhci", false},
       {"passthru", false},   {"uart", false},
   };
@@ -84,6 +85,77 @@ bool ValidName(const std::string& name, bool device = false) {
 void CheckReadable(Checker& check, const std::string& field, const std::string& path) {
   if (access(path.c_str(), R_OK) != 0) {
     check.Error(field, absl::StrCat("cannot read '", path, "': ", strerror(errno)));
+  }
+}
+
+// An AHCI controller's ports: `ports` for "ahci" (bhyve's hd:/cd: list), or the
+// device's own path and options as port 0 for "ahci-hd" / "ahci-cd".
+void CheckAhciPorts(Checker& check, const std::string& base_dir, const std::string& at,
+                    schema::Device::Reader d, DeviceProcess* p) {
+  std::string emulation = d.getEmulation();
+  struct Port {
+    bool cdrom;
+    bool has_path;
+    std::string path;
+    capnp::List<schema::Option>::Reader options;
+    std::string field;  // where it is in the VM file
+  };
+  std::vector<Port> ports;
+  if (emulation == "ahci") {
+    if (d.hasPath() || d.getOptions().size() > 0) {
+      check.Error(at + (d.hasPath() ? ".path" : ".options"),
+                  "ahci takes its disks in `ports` (type, path, options per port); path and "
+                  "options are for ahci-hd and ahci-cd");
+    }
+    if (d.getPorts().size() == 0) {
+      check.Error(at + ".emulation",
+                  "ahci needs at least one entry in `ports` (e.g. ports = [(type = hd, path = "
+                  "\"disk.img\")])");
+      return;
+    }
+    if (d.getPorts().size() > ahci::kMaxPorts) {
+      check.Error(at + ".ports", absl::StrCat(d.getPorts().size(), " ports; an AHCI controller has at most ",
+                                               ahci::kMaxPorts));
+      return;
+    }
+    for (size_t k = 0; k < d.getPorts().size(); ++k) {
+      auto port = d.getPorts()[k];
+      ports.push_back({port.getType() == schema::AhciPortType::CD, port.hasPath(), port.getPath(),
+                       port.getOptions(), absl::StrCat(at, ".ports[", k, "]")});
+    }
+  } else {
+    if (d.getPorts().size() > 0) {
+      check.Error(at + ".ports", absl::StrCat(emulation, " has one port, given by path and options; "
+                                              "use emulation \"ahci\" for several"));
+      return;
+    }
+    ports.push_back({emulation == "ahci-cd", d.hasPath(), d.getPath(), d.getOptions(), at});
+  }
+  for (const Port& port : ports) {
+    std::vector<std::pair<std::string, std::string>> options;
+    for (auto o : port.options) options.push_back({o.getKey(), o.getValue()});
+    auto parsed = ahci::ParseAhciPortOptions(port.cdrom, options);
+    BackendFile file;
+    if (!parsed.ok()) {
+      check.Error(port.field + ".options", std::string(parsed.status().message()));
+    } else {
+      file.read_only = parsed->read_only;
+      file.no_cache = parsed->no_cache;
+      file.sync = parsed->sync_writes;
+    }
+    if (!port.has_path || port.path.empty()) {
+      check.Error(port.field + ".path", port.cdrom ? "an AHCI CD-ROM port needs an ISO image"
+                                                   : "an AHCI disk port needs a disk image or block device");
+    } else {
+      file.path = Resolve(base_dir, port.path);
+      if (access(file.path.c_str(), file.read_only ? R_OK : (R_OK | W_OK)) != 0) {
+        check.Error(port.field + ".path",
+                    absl::StrCat("cannot open '", file.path, "' for ",
+                                 file.read_only ? "reading" : "reading and writing", ": ",
+                                 strerror(errno)));
+      }
+    }
+    p->ports.push_back(file);
   }
 }
 
@@ -395,6 +467,19 @@ absl::StatusOr<VmConfig> LoadVmConfigText(const std::string& path, std::string t
                                                  ": ", strerror(errno)));
         }
       }
+      config.processes.push_back(p);
+    }
+    bool ahci = emulation == "ahci" || emulation == "ahci-hd" || emulation == "ahci-cd";
+    if (!ahci && d.getPorts().size() > 0) {
+      check.Error(at + ".ports", absl::StrCat("ports are for an AHCI controller (emulation \"ahci\"), not ",
+                                              emulation));
+    }
+    if (ahci) {
+      DeviceProcess p;
+      p.kind = DeviceProcessKind::kAhci;
+      p.name = name;
+      p.device_index = i;
+      CheckAhciPorts(check, config.base_dir, at, d, &p);
       config.processes.push_back(p);
     }
     if (emulation == "virtio-net") {

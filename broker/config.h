@@ -16,7 +16,15 @@
 namespace hv::broker {
 
 // What the broker runs as a process of its own.
-enum class DeviceProcessKind { kLpc, kVirtioBlk, kVirtioNet };
+enum class DeviceProcessKind { kLpc, kVirtioBlk, kVirtioNet, kAhci };
+
+// A file the broker opens for a device (an AHCI port's disk or ISO).
+struct BackendFile {
+  std::string path;  // resolved
+  bool read_only = false;
+  bool no_cache = false;  // O_DIRECT
+  bool sync = false;      // O_DSYNC
+};
 
 struct DeviceProcess {
   DeviceProcessKind kind;
@@ -28,6 +36,7 @@ struct DeviceProcess {
   bool read_only = false;
   bool no_cache = false;  // open with O_DIRECT
   bool sync = false;      // open with O_DSYNC
+  std::vector<BackendFile> ports;  // ahci: port i's file, passed as "port<i>"
 };
 
 struct VmConfig {

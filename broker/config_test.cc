@@ -229,6 +229,83 @@ TEST_F(ConfigTest, VirtioNetBadOptionNamesTheLine) {
               6, "hostfwd=tcp:2222:22");
 }
 
+TEST_F(ConfigTest, AhciPortsAndSinglePortEmulations) {
+  std::ofstream(dir_ + "/a.img") << std::string(4096, '\0');
+  std::ofstream(dir_ + "/b.iso") << std::string(4096, '\0');
+  auto path = Write("ahci.capnp", std::string(kHeader) + R"(
+const vm :Vm = (
+  name = "sata", boot = (kernel = "kernel.elf"),
+  devices = [
+    (slot = 0, emulation = "hostbridge"),
+    (slot = 4, emulation = "ahci", ports = [
+      (type = hd, path = "a.img", options = [(key = "nocache"), (key = "ser", value = "S1")]),
+      (type = cd, path = "b.iso")]),
+    (slot = 5, emulation = "ahci-cd", path = "b.iso"),
+    (slot = 6, emulation = "ahci-hd", path = "a.img", options = [(key = "ro")]),
+  ],
+);
+)");
+  auto config = LoadVmConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->processes.size(), 3u);
+  const DeviceProcess& hba = config->processes[0];
+  EXPECT_EQ(hba.kind, DeviceProcessKind::kAhci);
+  EXPECT_EQ(hba.name, "ahci@4.0");
+  ASSERT_EQ(hba.ports.size(), 2u);
+  EXPECT_EQ(hba.ports[0].path, dir_ + "/a.img");
+  EXPECT_TRUE(hba.ports[0].no_cache);
+  EXPECT_FALSE(hba.ports[0].read_only);
+  EXPECT_TRUE(hba.ports[1].read_only);  // a CD is read-only
+  ASSERT_EQ(config->processes[1].ports.size(), 1u);
+  EXPECT_TRUE(config->processes[1].ports[0].read_only);
+  EXPECT_TRUE(config->processes[2].ports[0].read_only);
+}
+
+TEST_F(ConfigTest, AhciErrorsNameThePort) {
+  std::ofstream(dir_ + "/a.img") << std::string(4096, '\0');
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 4, emulation = "ahci", ports = [
+               (type = hd, path = "a.img"),
+               (type = hd, path = "a.img", options = [(key = "sectorsize", value = "1000")])])],
+);
+)",
+              7, "devices[1].ports[1].options: sectorsize=1000");
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 4, emulation = "ahci", ports = [
+               (type = cd)])],
+);
+)",
+              6, "devices[1].ports[0].path: an AHCI CD-ROM port needs an ISO image");
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 4,
+              emulation = "ahci")],
+);
+)",
+              6, "ahci needs at least one entry in `ports`");
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 4, emulation = "ahci-hd",
+              path = "missing.img")],
+);
+)",
+              6, "cannot open '");
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 0, emulation = "hostbridge"),
+             (slot = 4, emulation = "virtio-blk", path = "a.img",
+              ports = [(type = hd, path = "a.img")])],
+);
+)",
+              6, "ports are for an AHCI controller");
+}
+
 TEST(MemorySizeTest, SuffixesAsBhyveReadsThem) {
   EXPECT_EQ(*ParseMemorySize("512"), 512ull << 20);
   EXPECT_EQ(*ParseMemorySize("512M"), 512ull << 20);

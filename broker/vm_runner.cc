@@ -61,6 +61,7 @@ struct Process {
   std::vector<Irq> irqs;  // device: the interrupt lines it raises
   std::vector<Fd> msix;    // virtio: one eventfd per MSI-X vector
   std::vector<Fd> notify;  // virtio: one eventfd per queue doorbell
+  Fd msi;                  // ahci: its MSI eventfd (the core routes it)
   std::vector<msg::Range::Reader> ranges;  // device: what it asked the core to forward
   capnp::MallocMessageBuilder ranges_message;
 };
@@ -128,6 +129,7 @@ class VmRunner {
   absl::Status SpawnAll();
   absl::Status PrepareLpc(Process& p);
   absl::Status PrepareVirtioBlk(Process& p);
+  absl::Status PrepareAhci(Process& p);
   absl::Status PrepareVirtioNet(Process& p);
   // What every virtio function gets: a doorbell per queue, an MSI-X vector per
   // queue plus one for configuration changes, and INTx for guests without MSI-X.
@@ -313,6 +315,9 @@ absl::Status VmRunner::Prepare() {
     if (d.kind == DeviceProcessKind::kVirtioBlk) {
       if (auto s = PrepareVirtioBlk(*p); !s.ok()) return s;
     }
+    if (d.kind == DeviceProcessKind::kAhci) {
+      if (auto s = PrepareAhci(*p); !s.ok()) return s;
+    }
     if (d.kind == DeviceProcessKind::kVirtioNet) {
       if (auto s = PrepareVirtioNet(*p); !s.ok()) return s;
     }
@@ -370,6 +375,31 @@ absl::Status VmRunner::PrepareVirtioBlk(Process& p) {
   if (!disk.valid()) return ErrnoStatus(absl::StrCat(p.name, ": open ", d.path));
   p.backend_fds.push_back({"disk", std::move(disk)});
   return PrepareVirtioInterrupts(p, d.queues);
+}
+
+// An AHCI controller: each port's file (a CD's ISO read-only) as "port<N>",
+// one MSI eventfd, and INTx for guests without MSI.
+absl::Status VmRunner::PrepareAhci(Process& p) {
+  const DeviceProcess& d = *p.device;
+  for (size_t i = 0; i < d.ports.size(); ++i) {
+    const BackendFile& f = d.ports[i];
+    int flags = (f.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (f.no_cache ? O_DIRECT : 0) |
+                (f.sync ? O_DSYNC : 0);
+    Fd file(open(f.path.c_str(), flags));
+    if (!file.valid()) return ErrnoStatus(absl::StrCat(p.name, ": port ", i, ": open ", f.path));
+    p.backend_fds.push_back({absl::StrCat("port", i), std::move(file)});
+  }
+  p.msi.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!p.msi.valid()) return ErrnoStatus("eventfd");
+  auto dev = config_.vm().getDevices()[d.device_index];
+  Process::Irq intx;
+  intx.gsi = acpi::PciIntxGsi(dev.getSlot(), 0);  // INTA, as the DSDT's _PRT says
+  intx.name = "intx";
+  intx.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  intx.resample.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!intx.fd.valid() || !intx.resample.valid()) return ErrnoStatus("eventfd");
+  p.irqs.push_back(std::move(intx));
+  return absl::OkStatus();
 }
 
 absl::Status VmRunner::PrepareVirtioInterrupts(Process& p, int queues) {
@@ -442,6 +472,7 @@ absl::Status VmRunner::SpawnAll() {
         }
         for (auto& fd : d->msix) keep.push_back(fd.get());
         for (auto& fd : d->notify) keep.push_back(fd.get());
+        if (d->msi.valid()) keep.push_back(d->msi.get());
       }
     } else {
       const char* executable = "devproc/lpc/hv-lpc";
@@ -449,12 +480,15 @@ absl::Status VmRunner::SpawnAll() {
         executable = "devproc/virtio_blk/hv-virtio-blk";
       } else if (p->device->kind == DeviceProcessKind::kVirtioNet) {
         executable = "devproc/virtio_net/hv-virtio-net";
+      } else if (p->device->kind == DeviceProcessKind::kAhci) {
+        executable = "devproc/ahci/hv-ahci";
       }
       auto found = FindExecutable(executable);
       if (!found.ok()) return found.status();
       path = *found;
       for (auto& fd : p->msix) keep.push_back(fd.get());
       for (auto& fd : p->notify) keep.push_back(fd.get());
+      if (p->msi.valid()) keep.push_back(p->msi.get());
       keep.push_back(p->channel.get());
       keep.push_back(p->doorbell.get());
       for (auto& irq : p->irqs) {
@@ -533,6 +567,7 @@ void VmRunner::SendConfigureDevice(Process& p) {
   for (size_t q = 0; q < p.notify.size(); ++q) {
     fds.push_back({absl::StrCat("notify", q), p.notify[q].get()});
   }
+  if (p.msi.valid()) fds.push_back({"msi", p.msi.get()});
   if (p.device->kind == DeviceProcessKind::kLpc) {
     // A COM port on stdio: the broker's own stdin and stdout, inherited.
     schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
@@ -594,6 +629,7 @@ void VmRunner::MaybeConfigureCore() {
       for (size_t v = 0; v < p->msix.size(); ++v) msix.set(v, p->msix[v].get());
       auto notify = d.initNotifyFds(p->notify.size());
       for (size_t q = 0; q < p->notify.size(); ++q) notify.set(q, p->notify[q].get());
+      d.setMsiFd(p->msi.valid() ? p->msi.get() : -1);
     }
   }
   std::vector<const Process::Irq*> irqs;

@@ -550,6 +550,7 @@ bool Core::PciConfigAccess(VcpuContext& ctx, uint32_t port, uint32_t size, bool 
       // Only the command register and the BARs decide where the BARs decode.
       bool moves_bars = (t.reg < 0x06) || (t.reg >= 0x10 && t.reg < 0x28);
       if (moves_bars) RemapPciFunction(*f);
+      NoteMsiWrite(*f, t.reg, size, value);
     }
   }
   return Forward(ctx, *owner, msg::AddressSpace::PCI_CONFIG, addr, size, is_write, data);

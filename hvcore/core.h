@@ -62,6 +62,11 @@ class Core {
     uint32_t notify_offset = 0, notify_stride = 0;
     std::vector<int> notify_fds;
     uint64_t notify_mapped = 0;  // guest address the ioeventfds sit at (0: none)
+    // MSI (single message): the capability's offset (0: none), its address and
+    // data as the guest wrote them, and the GSI its eventfd is bound to.
+    uint8_t msi_cap = 0;
+    std::array<uint8_t, 16> msi{};
+    uint32_t msi_gsi = 0;
   };
   struct VcpuContext {
     std::unique_ptr<kvm::Vcpu> vcpu;
@@ -118,6 +123,8 @@ class Core {
   // An MMIO write into a function's MSI-X table updates its route before the
   // device sees the write.
   void NoteMsixWrite(const IoRangeOwner& owner, uint64_t addr, uint32_t size, const uint8_t* data);
+  // A config write that may reprogram the function's MSI address/data (pci_mu_ held).
+  void NoteMsiWrite(PciFunction& f, uint32_t reg, uint32_t size, uint32_t value);
 
   // Replaced whole when a BAR moves; vCPUs read it without a lock.
   std::shared_ptr<const IoDispatch> dispatch_;

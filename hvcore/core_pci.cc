@@ -1,5 +1,5 @@
 // The core's side of PCI functions that live in device processes: BAR mapping,
-// MSI-X routes and queue doorbells (ioeventfds). All of it is decided from what
+// MSI-X and MSI routes and queue doorbells (ioeventfds). All of it is decided from what
 // the guest writes, as the core routes it, so nothing waits for a device.
 #include <cstring>
 
@@ -55,6 +55,16 @@ absl::Status Core::AddPciFunction(uint32_t device, msg::DeviceInfo::Reader info)
       // The route appears when the guest programs the vector.
       if (auto s = vm_->AssignIrqfd(info.getMsixFds()[v], f.first_msix_gsi + v); !s.ok()) return s;
     }
+  }
+  if (pci.getMsiCap() != 0) {
+    if (info.getMsiFd() < 0 || pci.getMsiCap() < 0x40 || pci.getMsiCap() > 0xf0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(devices_[device].name, ": MSI capability without an eventfd"));
+    }
+    f.msi_cap = pci.getMsiCap();
+    f.msi_gsi = next_gsi_++;
+    // The route appears when the guest programs the address.
+    if (auto s = vm_->AssignIrqfd(info.getMsiFd(), f.msi_gsi); !s.ok()) return s;
   }
   if (pci.getNotifyQueues() > 0) {
     if (info.getNotifyFds().size() != pci.getNotifyQueues()) {
@@ -134,7 +144,39 @@ absl::Status Core::UpdateRoutes() {
       routes.push_back(r);
     }
   }
+  for (const auto& f : functions_) {
+    if (f.msi_cap == 0) continue;
+    uint64_t address;
+    uint32_t data = 0;
+    memcpy(&address, &f.msi[4], 8);
+    memcpy(&data, &f.msi[12], 2);
+    if (address == 0) continue;
+    kvm::GsiRoute r{kvm::GsiRoute::Kind::kMsi, f.msi_gsi};
+    r.msi_address = address;
+    r.msi_data = data;
+    routes.push_back(r);
+  }
   return vm_->SetGsiRouting(routes);
+}
+
+void Core::NoteMsiWrite(PciFunction& f, uint32_t reg, uint32_t size, uint32_t value) {
+  if (f.msi_cap == 0 || reg + size <= f.msi_cap + 4u || reg >= f.msi_cap + 14u) return;
+  bool changed = false;
+  for (uint32_t i = 0; i < size; ++i) {
+    uint32_t at = reg + i - f.msi_cap;  // address (4..11) and data (12..13) only
+    if (reg + i < f.msi_cap || at < 4 || at >= 14) continue;
+    uint8_t byte = value >> (8 * i);
+    if (at == 4) byte &= 0xfc;  // the address is dword aligned
+    if (f.msi[at] != byte) {
+      f.msi[at] = byte;
+      changed = true;
+    }
+  }
+  if (changed) {
+    if (auto s = UpdateRoutes(); !s.ok()) {
+      HV_WARN("MSI route update: %s", std::string(s.message()).c_str());
+    }
+  }
 }
 
 void Core::NoteMsixWrite(const IoRangeOwner& owner, uint64_t addr, uint32_t size,

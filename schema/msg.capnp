@@ -74,6 +74,7 @@ struct PciFunctionInfo {
   notifyOffset @5 :UInt32;
   notifyStride @6 :UInt32;
   notifyQueues @7 :UInt16;      # 0: no notification doorbells
+  msiCap @8 :UInt8;             # config-space offset of a 64-bit MSI capability (0: none)
 }
 
 struct DeviceReady {
@@ -93,6 +94,7 @@ struct DeviceInfo {
   pci @7 :PciFunctionInfo;
   msixFds @8 :List(Int32);    # one eventfd per MSI-X vector: the device writes, KVM injects
   notifyFds @9 :List(Int32);  # one eventfd per queue: KVM writes on the guest's notify
+  msiFd @10 :Int32 = -1;      # MSI (single message): the device writes, KVM injects
 }
 
 struct Message {

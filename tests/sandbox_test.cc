@@ -48,7 +48,8 @@ class SandboxTest : public ::testing::Test {
     if (!dir_.empty()) system(("rm -rf " + dir_).c_str());
   }
 
-  // A VM with lpc, one virtio-blk disk ("vda") and a user-mode NIC ("net0")
+  // A VM with lpc, one virtio-blk disk ("vda"), an AHCI controller ("sata0")
+  // and a user-mode NIC ("net0")
   // running `kernel`.
   std::string WriteVm(const std::string& name, const std::string& kernel,
                       const std::string& cmdline) {
@@ -66,6 +67,8 @@ class SandboxTest : public ::testing::Test {
       << "             (slot = 2, emulation = \"virtio-net\", name = \"net0\", path = \"user\"),\n"
       << "             (slot = 3, emulation = \"virtio-blk\", name = \"vda\", path = \"" << disk
       << "\"),\n"
+      << "             (slot = 4, emulation = \"ahci-hd\", name = \"sata0\", path = \"" << disk
+      << "\", options = [(key = \"ro\")]),\n"
       << "             (slot = 31, emulation = \"lpc\")],\n"
       << "  lpc = (com1 = (stdio = void)),\n"
       << ");\n";
@@ -82,7 +85,7 @@ class SandboxTest : public ::testing::Test {
       PumpOutput(run, 50);
       by_name.clear();
       for (auto& c : Children(run.pid)) by_name[c.comm] = c.pid;
-      if (by_name.size() >= 4 && run.out.find("mmio=none") != std::string::npos) break;
+      if (by_name.size() >= 5 && run.out.find("mmio=none") != std::string::npos) break;
     }
     return by_name;
   }
@@ -143,10 +146,10 @@ uid_t RealUid(pid_t pid) {
 TEST_F(SandboxTest, EveryThreadOfEveryProcessIsConfined) {
   BrokerRun run = StartBroker({"up", BusyVm("confined")}, dir_);
   auto procs = WaitRunning(run);
-  ASSERT_EQ(procs.size(), 4u) << run.err;
+  ASSERT_EQ(procs.size(), 5u) << run.err;
   pid_t self = getpid();
   std::set<uid_t> uids;
-  for (const char* comm : {"hv-lpc", "hv-virtio-blk", "hv-virtio-net", "hvcore"}) {
+  for (const char* comm : {"hv-lpc", "hv-virtio-blk", "hv-virtio-net", "hv-ahci", "hvcore"}) {
     SCOPED_TRACE(comm);
     ASSERT_EQ(procs.count(comm), 1u) << run.err;
     pid_t pid = procs[comm];
@@ -199,7 +202,7 @@ TEST_F(SandboxTest, EveryThreadOfEveryProcessIsConfined) {
   EXPECT_EQ(run.exit_code, 5) << run.err;
 }
 
-// A directory whose hv-lpc, hv-virtio-blk, hv-virtio-net and hvcore are the test builds with
+// A directory whose hv-lpc, hv-virtio-blk, hv-virtio-net, hv-ahci and hvcore are the test builds with
 // the forbidden-call hook (common/sandbox_test_hook.cc).
 std::string TestHookLibexec(const std::string& dir) {
   std::string libexec = dir + "/libexec";
@@ -209,6 +212,7 @@ std::string TestHookLibexec(const std::string& dir) {
           (libexec + "/hv-virtio-blk").c_str());
   symlink(Runfile("devproc/virtio_net/hv-virtio-net-testhooks").c_str(),
           (libexec + "/hv-virtio-net").c_str());
+  symlink(Runfile("devproc/ahci/hv-ahci-testhooks").c_str(), (libexec + "/hv-ahci").c_str());
   symlink(Runfile("hvcore/hvcore-testhooks").c_str(), (libexec + "/hvcore").c_str());
   return libexec;
 }
@@ -250,6 +254,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ForbiddenCall{"lpc", "execve", "execve (59)"},
                       ForbiddenCall{"vda", "openat", "openat (257)"},
                       ForbiddenCall{"vda", "execve", "execve (59)"},
+                      ForbiddenCall{"sata0", "openat", "openat (257)"},
+                      ForbiddenCall{"sata0", "execve", "execve (59)"},
                       // virtio-net may open its copy of /etc/resolv.conf
                       // for reading (libslirp), never for writing.
                       ForbiddenCall{"net0", "openat-write", "openat (257)"},
@@ -284,7 +290,7 @@ TEST_F(SandboxTest, WithoutItsSandboxTheSameCallSucceedsAndTheBrokerSaysSoLoudly
 TEST_F(SandboxTest, NoSandboxForOneProcessLeavesTheOthersSandboxed) {
   BrokerRun run = StartBroker({"up", "--no-sandbox=lpc", BusyVm("partial")}, dir_);
   auto procs = WaitRunning(run);
-  ASSERT_EQ(procs.size(), 4u) << run.err;
+  ASSERT_EQ(procs.size(), 5u) << run.err;
   EXPECT_EQ(Status(procs["hv-lpc"])["Seccomp"], "0");
   EXPECT_EQ(Namespace(procs["hv-lpc"], "mnt"), Namespace(getpid(), "mnt"));
   EXPECT_EQ(Status(procs["hvcore"])["Seccomp"], "2");
@@ -358,8 +364,8 @@ TEST_F(SandboxTest, TwoVmsRunUnderTheirOwnUidsAndCannotReachEachOther) {
   auto procs_a = WaitRunning(a);
   BrokerRun b = StartBroker({"up", BusyVm("vmb")}, dir_);
   auto procs_b = WaitRunning(b);
-  ASSERT_EQ(procs_a.size(), 4u) << a.err;
-  ASSERT_EQ(procs_b.size(), 4u) << b.err;
+  ASSERT_EQ(procs_a.size(), 5u) << a.err;
+  ASSERT_EQ(procs_b.size(), 5u) << b.err;
   uid_t uid_a = RealUid(procs_a["hvcore"]), uid_b = RealUid(procs_b["hvcore"]);
   EXPECT_NE(uid_a, 0u);
   EXPECT_NE(uid_b, 0u);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/sandbox.h"
+#include "devproc/ahci/seccomp_policy.h"
 #include "devproc/lpc/seccomp_policy.h"
 #include "devproc/virtio_blk/seccomp_policy.h"
 #include "devproc/virtio_net/seccomp_policy.h"
@@ -17,7 +18,7 @@ namespace {
 
 std::vector<sandbox::SyscallPolicy> EveryPolicy() {
   return {lpc::LpcSyscallPolicy(), virtio_blk::VirtioBlkSyscallPolicy(),
-          virtio_net::VirtioNetSyscallPolicy(), CoreSyscallPolicy()};
+          virtio_net::VirtioNetSyscallPolicy(), ahci::AhciSyscallPolicy(), CoreSyscallPolicy()};
 }
 
 TEST(SyscallPolicyTest, NoKindMayOpenExecConnectOrEscape) {

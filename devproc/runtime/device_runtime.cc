@@ -173,6 +173,7 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
     info.setNotifyOffset(pci->notify_offset);
     info.setNotifyStride(pci->notify_stride);
     info.setNotifyQueues(pci->notify_queues);
+    info.setMsiCap(pci->msi_cap);
   }
   return SendToPeer(socket_, b);
 }

@@ -44,6 +44,9 @@ struct PciFunctionSpec {
   uint32_t notify_offset = 0;
   uint32_t notify_stride = 0;
   uint16_t notify_queues = 0;
+  // Config-space offset of a 64-bit MSI capability (single message); 0: none.
+  // The core turns its address/data into a KVM route for the "msi" eventfd.
+  uint8_t msi_cap = 0;
 };
 
 // What the runtime offers a device model. All calls are from the loop thread.

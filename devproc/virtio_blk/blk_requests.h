@@ -26,9 +26,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/guest_memory.h"
-#include "devproc/virtio_blk/block_backend.h"
+#include "devproc/block/block_backend.h"
 
 namespace hv::virtio_blk {
+
+// The disk backend is shared with other block devices (devproc/block).
+using block::BlockBackend;
+using block::BlockBackendOptions;
+using block::BlockOp;
+using block::ByteRange;
 
 // One guest buffer of a descriptor chain (same shape as hv::virtio::Buffer).
 struct Buffer {

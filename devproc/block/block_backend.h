@@ -1,4 +1,4 @@
-// The disk behind a virtio-blk device: a raw image file or a host block device
+// The disk behind a block device (virtio-blk, AHCI): a raw image file or a host block device
 // that the broker opened and handed over as an fd (a device process never opens
 // paths). Reads and writes go straight between the disk and guest memory
 // (iovecs that point into guest RAM: no copy), and run on a small pool of worker
@@ -22,8 +22,8 @@
 // Thread safety: every public method except the synchronous Do*() operations
 // is for the owning (event-loop) thread. The Do*() operations are what the
 // workers run; they may be called from any thread.
-#ifndef HV_DEVPROC_VIRTIO_BLK_BLOCK_BACKEND_H_
-#define HV_DEVPROC_VIRTIO_BLK_BLOCK_BACKEND_H_
+#ifndef HV_DEVPROC_BLOCK_BLOCK_BACKEND_H_
+#define HV_DEVPROC_BLOCK_BLOCK_BACKEND_H_
 
 #include <sys/uio.h>
 
@@ -40,7 +40,7 @@
 #include "absl/status/statusor.h"
 #include "common/fd.h"
 
-namespace hv::virtio_blk {
+namespace hv::block {
 
 struct BlockBackendOptions {
   // Refuse writes even if the fd is writable. A read-only fd makes the backend
@@ -161,6 +161,6 @@ class BlockBackend {
   std::vector<std::thread> workers_;
 };
 
-}  // namespace hv::virtio_blk
+}  // namespace hv::block
 
-#endif  // HV_DEVPROC_VIRTIO_BLK_BLOCK_BACKEND_H_
+#endif  // HV_DEVPROC_BLOCK_BLOCK_BACKEND_H_

@@ -1,4 +1,4 @@
-#include "devproc/virtio_blk/block_backend.h"
+#include "devproc/block/block_backend.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace hv::virtio_blk {
+namespace hv::block {
 namespace {
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -372,4 +372,4 @@ absl::Status BlockBackend::WriteZeroBuffers(uint64_t offset, uint64_t length) {
   return absl::OkStatus();
 }
 
-}  // namespace hv::virtio_blk
+}  // namespace hv::block

@@ -1,4 +1,4 @@
-#include "devproc/virtio_blk/block_backend.h"
+#include "devproc/block/block_backend.h"
 
 #include <fcntl.h>
 #include <linux/loop.h>
@@ -15,7 +15,7 @@
 
 #include "gtest/gtest.h"
 
-namespace hv::virtio_blk {
+namespace hv::block {
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -304,4 +304,4 @@ TEST(BlockBackendTest, BlockDevice) {
 }
 
 }  // namespace
-}  // namespace hv::virtio_blk
+}  // namespace hv::block
