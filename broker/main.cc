@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_split.h"
 #include "broker/config.h"
+#include "broker/control.h"
 #include "broker/vm_runner.h"
 #include "common/log.h"
 
@@ -21,6 +22,11 @@ Commands:
                     until it ends. The guest's console (a COM port with the stdio
                     backend) is this terminal; Ctrl-C stops the VM.
   check FILE.capnp  Parse and validate FILE, print what would run, and exit.
+  ls                The VMs running under $HV_RUNTIME_DIR and their state.
+  status VM         Its processes: pids, sandbox, uptime, restarts, counters.
+  stop [--force] [--wait=SECONDS] VM
+                    Press the VM's ACPI power button; --force destroys it.
+  console VM [comN] Attach this terminal to a COM port (Ctrl-] detaches).
   help              This text.
 
 The VM file is a Cap'n Proto constant (see schema/vm.capnp and examples/):
@@ -34,6 +40,9 @@ Processes: hvbroker starts hvcore (the only holder of /dev/kvm) and one process
 per device (today: lpc, which has the COM ports and the debug exit port 0xf4).
 
 Options of `up`:
+  --detach            run the VM in the background; returns once it runs. COM
+                      ports on stdio become sockets (`hvbroker console VM`); the
+                      log is $HV_RUNTIME_DIR/VM.log
   --no-sandbox        run every process of the VM WITHOUT its sandbox (for gdb);
                       said loudly at start
   --no-sandbox=NAMES  only these processes (comma-separated: core, lpc, a disk's
@@ -84,6 +93,7 @@ int main(int argc, char** argv) {
   if (args.empty()) return Usage(stderr, 2);
   const std::string& command = args[0];
   if (command == "help" || command == "--help" || command == "-h") return Usage(stdout, 0);
+  if (hv::broker::IsControlCommand(command)) return hv::broker::RunControlCommand(args);
   if (command == "up" || command == "check") {
     hv::broker::RunOptions options;
     while (command == "up" && args.size() > 2 && args[1].rfind("--", 0) == 0) {
@@ -95,6 +105,8 @@ int main(int argc, char** argv) {
         for (auto name : absl::StrSplit(option.substr(strlen("--no-sandbox=")), ',')) {
           if (!name.empty()) options.no_sandbox.insert(std::string(name));
         }
+      } else if (option == "--detach") {
+        options.detached = true;
       } else if (option == "--seccomp-log") {
         options.seccomp_log = true;
       } else if (option.rfind("--uid-range=", 0) == 0) {
@@ -129,6 +141,7 @@ int main(int argc, char** argv) {
       for (const auto& p : config->processes) printf("  process %s\n", p.name.c_str());
       return 0;
     }
+    if (options.detached) return hv::broker::RunVmDetached(std::move(*config), options);
     return hv::broker::RunVm(std::move(*config), options);
   }
   fprintf(stderr, "hvbroker: unknown command '%s'\n\n", command.c_str());

@@ -23,6 +23,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "broker/control.h"
 #include "broker/spawn.h"
 #include "broker/vm_identity.h"
 #include "common/exit_channel.h"
@@ -48,6 +49,8 @@ struct Process {
   Fd seccomp_reports;  // read end of the pipe its SIGSYS handler reports on
   bool exited = false;
   bool ready = false;
+  Clock::time_point spawned_at;
+  uint32_t restarts = 0;  // successors started after a death
   Fd channel;   // device: its exit-channel memfd
   Fd doorbell;  // device: its doorbell eventfd
   // device: backend fds it inherits, by name ("com1.listen"); stdio is passed as 0/1.
@@ -114,7 +117,10 @@ absl::StatusOr<Fd> ListenUnix(const std::string& path) {
 class VmRunner {
  public:
   VmRunner(VmConfig config, const RunOptions& options)
-      : config_(std::move(config)), options_(options), router_(zmq_, zmq::socket_type::router) {}
+      : config_(std::move(config)),
+        options_(options),
+        router_(zmq_, zmq::socket_type::router),
+        control_(zmq_) {}
   ~VmRunner();
   int Run();
 
@@ -135,6 +141,13 @@ class VmRunner {
   // A device may claim config space only at its own slot and function.
   absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
+  // A request on the control socket (`hvbroker status`, `stop`, ...).
+  void OnControl(ctl::ControlRequest::Reader request, ctl::ControlReply::Builder reply);
+  void FillStatus(ctl::VmStatus::Builder status);
+  // A COM port the guest's console uses: the broker's stdio, unless detached.
+  bool ComOnStdio(schema::Serial::Reader serial) const {
+    return serial.isStdio() && !options_.detached;
+  }
   void SendConfigureDevice(Process& p);
   void MaybeConfigureCore();
   void OnChildExit(Process& p);
@@ -156,6 +169,9 @@ class VmRunner {
   std::vector<GuestRamRegion> regions_;
   zmq::context_t zmq_{1};
   zmq::socket_t router_;
+  ControlServer control_;
+  Clock::time_point born_ = Clock::now();
+  std::vector<std::pair<std::string, std::string>> consoles_;  // COM port, socket path
   std::vector<std::unique_ptr<Process>> processes_;
   Fd signals_;
   TerminalMode terminal_;
@@ -171,6 +187,7 @@ VmRunner::~VmRunner() {
   for (const auto& path : socket_paths_) unlink(path.c_str());
   if (!runtime_dir_.empty()) {
     unlink((runtime_dir_ + "/broker.ctl").c_str());
+    unlink(ControlSocketPath(runtime_dir_).c_str());
     unlink((runtime_dir_ + "/lock").c_str());
     rmdir(runtime_dir_.c_str());
   }
@@ -291,6 +308,7 @@ absl::Status VmRunner::Prepare() {
     return ErrnoStatus("chown/chmod " + ctl);
   }
   if (auto s = CheckRuntimeDirReachable(); !s.ok()) return s;
+  if (auto s = control_.Bind(runtime_dir_); !s.ok()) return s;
 
   for (const auto& d : config_.processes) {
     auto p = std::make_unique<Process>();
@@ -350,11 +368,15 @@ absl::Status VmRunner::PrepareLpc(Process& p) {
   auto lpc = config_.vm().getLpc();
   schema::Serial::Reader serials[] = {lpc.getCom1(), lpc.getCom2(), lpc.getCom3(), lpc.getCom4()};
   for (int i = 0; i < 4; ++i) {
-    if (!serials[i].isSocket()) continue;
-    std::string path = serials[i].getSocket();
+    // Detached, a console on stdio becomes a socket `hvbroker console` attaches to.
+    bool detached_stdio = serials[i].isStdio() && options_.detached;
+    if (!serials[i].isSocket() && !detached_stdio) continue;
+    std::string path = detached_stdio ? absl::StrCat(runtime_dir_, "/com", i + 1, ".sock")
+                                      : std::string(serials[i].getSocket());
     auto fd = ListenUnix(path);
     if (!fd.ok()) return fd.status();
     socket_paths_.push_back(path);
+    consoles_.push_back({absl::StrCat("com", i + 1), path});
     p.backend_fds.push_back({absl::StrCat("com", i + 1, ".listen"), std::move(*fd)});
   }
   return absl::OkStatus();
@@ -497,6 +519,7 @@ absl::Status VmRunner::SpawnAll() {
     auto child = Spawn(path, args, keep, p->sandboxed ? &box : nullptr);
     if (!child.ok()) return child.status();
     p->child = std::move(*child);
+    p->spawned_at = Clock::now();
     HV_DEBUG("started %s: pid %d%s", p->name.c_str(), p->child.pid,
              p->sandboxed ? " (sandboxed)" : " (NOT sandboxed)");
   }
@@ -509,6 +532,14 @@ void VmRunner::SendConfigureDevice(Process& p) {
   auto c = b.initRoot<msg::Message>().initConfigureDevice();
   c.setDevice(vm.getDevices()[p.device->device_index]);
   c.setLpc(vm.getLpc());
+  for (size_t i = 0; i < consoles_.size(); ++i) {
+    // Detached: the ports that were on stdio are on their sockets now.
+    auto lpc = c.getLpc();
+    schema::Serial::Builder serials[] = {lpc.getCom1(), lpc.getCom2(), lpc.getCom3(),
+                                         lpc.getCom4()};
+    int com = consoles_[i].first.back() - '1';
+    if (serials[com].isStdio()) serials[com].setSocket(consoles_[i].second);
+  }
   FillRamRegions(regions_, c.initRam(regions_.size()));
   c.setRamSize(config_.memory_bytes);
   c.setVcpus(vm.getCpus());
@@ -538,7 +569,7 @@ void VmRunner::SendConfigureDevice(Process& p) {
     schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
                                         vm.getLpc().getCom3(), vm.getLpc().getCom4()};
     for (int i = 0; i < 4; ++i) {
-      if (!serials[i].isStdio()) continue;
+      if (!ComOnStdio(serials[i])) continue;
       fds.push_back({absl::StrCat("com", i + 1, ".in"), STDIN_FILENO});
       fds.push_back({absl::StrCat("com", i + 1, ".out"), STDOUT_FILENO});
     }
@@ -656,6 +687,11 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
       }
       started_ = true;
       HV_DEBUG("VM '%s' started", name_.c_str());
+      if (options_.detach_ready_fd >= 0) {
+        // `up --detach` returns now.
+        (void)WriteFull(options_.detach_ready_fd, "R", 1);
+        close(std::exchange(options_.detach_ready_fd, -1));
+      }
       break;
     }
     case msg::Message::GUEST_EXIT: {
@@ -687,6 +723,82 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
     }
     default:
       HV_WARN("unexpected message %d from %s", static_cast<int>(m.which()), from.c_str());
+  }
+}
+
+void VmRunner::OnControl(ctl::ControlRequest::Reader request, ctl::ControlReply::Builder reply) {
+  switch (request.which()) {
+    case ctl::ControlRequest::STATUS:
+      FillStatus(reply.initStatus());
+      break;
+    case ctl::ControlRequest::STOP: {
+      if (request.getStop().getForce()) {
+        HV_INFO("VM '%s' is destroyed on request (stop --force)", name_.c_str());
+        BeginStop(kExitStopped, "destroyed by `hvbroker stop --force`");
+        reply.setMessage(absl::StrCat("VM '", name_, "' destroyed"));
+        break;
+      }
+      // The guest shuts down as after a press of its power button: the lpc's
+      // ACPI PM sets PWRBTN_STS and raises the SCI.
+      Process* lpc = nullptr;
+      for (auto& p : processes_) {
+        if (!p->is_core && p->device->kind == DeviceProcessKind::kLpc) lpc = p.get();
+      }
+      if (lpc == nullptr || !started_ || lpc->exited) {
+        reply.setError(absl::StrCat("VM '", name_, "' has no running lpc device, so no ACPI power ",
+                                    "button (`stop --force` destroys it)"));
+        break;
+      }
+      capnp::MallocMessageBuilder b;
+      b.initRoot<msg::Message>().initDeviceControl().setAction(
+          msg::DeviceControl::Action::POWER_BUTTON);
+      if (auto s = SendToIdentity(router_, lpc->name, b); !s.ok()) {
+        reply.setError(std::string(s.message()));
+        break;
+      }
+      HV_INFO("VM '%s': power button pressed on request (stop)", name_.c_str());
+      reply.setMessage(absl::StrCat("pressed the ACPI power button of VM '", name_,
+                                    "'; the guest shuts down if it listens (`stop --force` destroys it)"));
+      break;
+    }
+    default:
+      reply.setError("this broker does not know that request");
+  }
+}
+
+void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
+  auto ms = [](Clock::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+  auto now = Clock::now();
+  status.setName(name_);
+  status.setState(exit_code_.has_value() ? "stopping" : started_ ? "running" : "starting");
+  status.setBrokerPid(getpid());
+  status.setUptimeMs(ms(now - born_));
+  status.setVmUid(identity_.uid);
+  auto list = status.initProcesses(processes_.size());
+  for (size_t i = 0; i < processes_.size(); ++i) {
+    const Process& p = *processes_[i];
+    auto out = list[i];
+    out.setName(p.name);
+    const char* kind = "hvcore";
+    if (!p.is_core) {
+      kind = p.device->kind == DeviceProcessKind::kLpc         ? "lpc"
+             : p.device->kind == DeviceProcessKind::kVirtioBlk ? "virtio-blk"
+             : p.device->kind == DeviceProcessKind::kVirtioNet ? "virtio-net"
+                                                               : "device";
+    }
+    out.setKind(kind);
+    out.setPid(p.exited ? -1 : p.child.pid);
+    out.setState(p.exited ? "exited" : (p.ready || started_) ? "running" : "starting");
+    out.setSandboxed(p.sandboxed);
+    out.setUptimeMs(p.exited ? 0 : ms(now - p.spawned_at));
+    out.setRestarts(p.restarts);
+  }
+  auto consoles = status.initConsoles(consoles_.size());
+  for (size_t i = 0; i < consoles_.size(); ++i) {
+    consoles[i].setName(consoles_[i].first);
+    consoles[i].setPath(consoles_[i].second);
   }
 }
 
@@ -797,13 +909,15 @@ int VmRunner::Run() {
   schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
                                       vm.getLpc().getCom3(), vm.getLpc().getCom4()};
   for (auto& s : serials) {
-    if (s.isStdio()) terminal_.MakeRaw();
+    if (ComOnStdio(s)) terminal_.MakeRaw();
   }
   auto start_deadline = Clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
   while (!exit_code_.has_value()) {
     std::vector<zmq::pollitem_t> items;
     items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signals_.get(), ZMQ_POLLIN, 0});
+    items.push_back({control_.handle(), 0, ZMQ_POLLIN, 0});
+    constexpr size_t kFirstChild = 3;
     for (auto& p : processes_) items.push_back({nullptr, p->child.pidfd.get(), ZMQ_POLLIN, 0});
     zmq::poll(items.data(), items.size(), std::chrono::milliseconds(started_ ? -1 : 200));
     if (!started_ && Clock::now() > start_deadline) {
@@ -829,8 +943,14 @@ int VmRunner::Run() {
       }
       OnMessage(identity.to_string(), received.get());
     }
+    if (items[2].revents & ZMQ_POLLIN) {
+      control_.ServePending([this](ctl::ControlRequest::Reader request,
+                                   ctl::ControlReply::Builder reply) { OnControl(request, reply); });
+    }
     for (size_t i = 0; i < processes_.size(); ++i) {
-      if ((items[2 + i].revents & ZMQ_POLLIN) && !processes_[i]->exited) OnChildExit(*processes_[i]);
+      if ((items[kFirstChild + i].revents & ZMQ_POLLIN) && !processes_[i]->exited) {
+        OnChildExit(*processes_[i]);
+      }
     }
   }
   Shutdown();

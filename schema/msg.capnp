@@ -107,6 +107,15 @@ struct Message {
     configureCore @5 :ConfigureCore;
     start @6 :Void;               # run the vCPUs
     shutdown @7 :Void;            # stop and exit
+    deviceControl @8 :DeviceControl;  # a request from the VM's control socket
+  }
+}
+
+# What the broker asks of a running device on behalf of `hvbroker` commands.
+struct DeviceControl {
+  action @0 :Action;
+  enum Action {
+    powerButton @0;   # lpc: press the ACPI power button (`hvbroker stop`)
   }
 }
 

@@ -161,6 +161,16 @@ class LpcDevice : public devproc::DeviceModel {
     for (uint8_t i = 0; i < size; ++i) WriteByte(addr + i, (value >> (8 * i)) & 0xff);
   }
 
+  bool OnDeviceControl(msg::DeviceControl::Reader request) override {
+    if (request.getAction() != msg::DeviceControl::Action::POWER_BUTTON || pm_ == nullptr) {
+      return false;
+    }
+    HV_INFO("the ACPI power button is pressed");
+    pm_->PressPowerButton();
+    ArmTimer();
+    return true;
+  }
+
  private:
   absl::Status ConfigurePlatform(devproc::DeviceContext& ctx, msg::ConfigureDevice::Reader config,
                                  std::vector<devproc::RangeSpec>& ranges) {

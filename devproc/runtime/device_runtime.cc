@@ -204,6 +204,12 @@ bool Runtime::HandleControl() {
         break;
       case msg::Message::SHUTDOWN:
         return false;
+      case msg::Message::DEVICE_CONTROL:
+        if (!model_->OnDeviceControl(m.getDeviceControl())) {
+          HV_WARN("%s cannot carry out control request %d", name_.c_str(),
+                  static_cast<int>(m.getDeviceControl().getAction()));
+        }
+        break;
       default:
         HV_WARN("unexpected message %d from the broker", static_cast<int>(m.which()));
     }

@@ -82,6 +82,12 @@ class DeviceModel {
   virtual void Write(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t value) = 0;
   // A PCI function with BARs describes them here (after Configure).
   virtual std::optional<PciFunctionSpec> PciFunction() const { return std::nullopt; }
+  // A request the broker relays from the VM's control socket. Returns false
+  // when this device cannot do it (the broker is told).
+  virtual bool OnDeviceControl(msg::DeviceControl::Reader request) {
+    (void)request;
+    return false;
+  }
 };
 
 // Parses `--ctl ENDPOINT --name NAME` and the sandbox flags, runs the device
