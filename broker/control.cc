@@ -35,6 +35,9 @@ constexpr char kControlUsage[] = R"(usage:
                                   press the VM's ACPI power button (the guest shuts
                                   down); --force destroys it at once (bhyvectl --destroy);
                                   --wait waits until the VM has ended
+  hvbroker restart VM DEVICE      stop a device's process between two accesses and start a
+                                  successor that resumes from its saved state; returns once
+                                  it serves
   hvbroker console VM [comN]      attach this terminal to a COM port (default the
                                   first); Ctrl-] detaches
 )";
@@ -230,6 +233,21 @@ int Stop(std::vector<std::string> args) {
   return 0;
 }
 
+int Restart(const std::vector<std::string>& args) {
+  if (args.size() != 3) {
+    fputs(kControlUsage, stderr);
+    return 2;
+  }
+  capnp::MallocMessageBuilder b;
+  b.initRoot<ctl::ControlRequest>().setRestart(args[2]);
+  auto reply = Ask(args[1], b, 30000);
+  if (!reply.ok()) return Fail(reply.status());
+  auto r = (*reply)->get();
+  if (r.getError().size() > 0) return Fail(absl::FailedPreconditionError(r.getError().cStr()));
+  printf("%s\n", r.getMessage().cStr());
+  return 0;
+}
+
 // The terminal in raw mode while attached to a console.
 class RawTerminal {
  public:
@@ -361,22 +379,27 @@ void ControlServer::ServePending(const Handler& handler) {
       memcpy(words.begin(), bytes.data(), bytes.size());
       try {
         capnp::FlatArrayMessageReader reader(words.asPtr());
-        handler(reader.getRoot<ctl::ControlRequest>(), reply);
+        if (!handler(identity.to_string(), reader.getRoot<ctl::ControlRequest>(), reply)) continue;
       } catch (const kj::Exception& e) {
         reply.setError(absl::StrCat("bad request: ", e.getDescription().cStr()));
       }
     }
-    try {
-      socket_.send(identity, zmq::send_flags::sndmore);
-      socket_.send(SerializeMessage(out), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t&) {
-      // The client went away: nothing to tell it.
-    }
+    Reply(identity.to_string(), out);
+  }
+}
+
+void ControlServer::Reply(const std::string& client, capnp::MessageBuilder& reply) {
+  try {
+    socket_.send(zmq::buffer(client), zmq::send_flags::sndmore);
+    socket_.send(SerializeMessage(reply), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t&) {
+    // The client went away: nothing to tell it.
   }
 }
 
 bool IsControlCommand(const std::string& command) {
-  return command == "ls" || command == "status" || command == "stop" || command == "console";
+  return command == "ls" || command == "status" || command == "stop" || command == "console" ||
+         command == "restart";
 }
 
 int RunControlCommand(const std::vector<std::string>& args) {
@@ -389,6 +412,7 @@ int RunControlCommand(const std::vector<std::string>& args) {
   if (command == "status") return Status(args);
   if (command == "stop") return Stop(args);
   if (command == "console") return Console(args);
+  if (command == "restart") return Restart(args);
   fputs(kControlUsage, stderr);
   return 2;
 }

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "broker/config.h"
 #include "broker/vm_runner.h"
+#include "capnp/message.h"
 #include "schema/control.capnp.h"
 #include "zmq.hpp"
 
@@ -26,7 +27,10 @@ std::string ControlSocketPath(const std::string& vm_runtime_dir);
 
 class ControlServer {
  public:
-  using Handler = std::function<void(ctl::ControlRequest::Reader, ctl::ControlReply::Builder)>;
+  // Fills the reply and returns true, or returns false to answer later with
+  // Reply(client, ...).
+  using Handler = std::function<bool(const std::string& client, ctl::ControlRequest::Reader,
+                                     ctl::ControlReply::Builder)>;
 
   explicit ControlServer(zmq::context_t& context);
   absl::Status Bind(const std::string& vm_runtime_dir);
@@ -34,6 +38,8 @@ class ControlServer {
   void* handle() { return socket_.handle(); }
   // Answers every request waiting on the socket.
   void ServePending(const Handler& handler);
+  // A reply (a ctl::ControlReply) to a request answered later.
+  void Reply(const std::string& client, capnp::MessageBuilder& reply);
 
  private:
   zmq::socket_t socket_;

@@ -26,6 +26,7 @@ Commands:
   status VM         Its processes: pids, sandbox, uptime, restarts, counters.
   stop [--force] [--wait=SECONDS] VM
                     Press the VM's ACPI power button; --force destroys it.
+  restart VM DEVICE Restart a device's process; its successor resumes its state.
   console VM [comN] Attach this terminal to a COM port (Ctrl-] detaches).
   help              This text.
 

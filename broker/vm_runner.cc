@@ -23,8 +23,11 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "broker/control.h"
 #include "broker/spawn.h"
+#include "broker/supervisor.h"
+#include "common/device_state.h"
 #include "broker/vm_identity.h"
 #include "common/exit_channel.h"
 #include "common/fd.h"
@@ -51,6 +54,16 @@ struct Process {
   bool ready = false;
   Clock::time_point spawned_at;
   uint32_t restarts = 0;  // successors started after a death
+  // Supervision (broker/supervisor.h).
+  Fd state;  // device: its state region (common/device_state.h), kept across deaths
+  std::unique_ptr<DeviceStateRegion> state_view;  // the broker's mapping, for counters
+  std::unique_ptr<RestartBudget> budget;
+  bool respawn_pending = false;  // dead; a successor starts at respawn_at
+  Clock::time_point respawn_at;
+  Clock::time_point died_at;
+  bool restart_requested = false;  // `hvbroker restart`: asked to stop for a successor
+  Clock::time_point kill_at;       // ... and killed if it has not by then
+  std::vector<std::string> waiting_clients;  // control clients told when it serves again
   Fd channel;   // device: its exit-channel memfd
   Fd doorbell;  // device: its doorbell eventfd
   // device: backend fds it inherits, by name ("com1.listen"); stdio is passed as 0/1.
@@ -132,6 +145,14 @@ class VmRunner {
   absl::Status CheckRuntimeDirReachable() const;
   bool Sandboxed(const std::string& process_name) const;
   absl::Status SpawnAll();
+  absl::Status SpawnProcess(Process* p);
+  // Supervision: a device died while the VM ran, or was asked to restart.
+  void Supervise(Process& p, int wait_status, const std::string& what);
+  void Respawn(Process& p);
+  void ServeAgain(Process& p);
+  // The earliest supervision deadline (a successor to start, a process to kill).
+  std::optional<Clock::time_point> NextSupervisionDeadline() const;
+  void RunSupervisionDeadlines();
   absl::Status PrepareLpc(Process& p);
   absl::Status PrepareVirtioBlk(Process& p);
   absl::Status PrepareVirtioNet(Process& p);
@@ -142,7 +163,9 @@ class VmRunner {
   absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
   // A request on the control socket (`hvbroker status`, `stop`, ...).
-  void OnControl(ctl::ControlRequest::Reader request, ctl::ControlReply::Builder reply);
+  // Returns false when the reply is sent later (`restart`: once the successor serves).
+  bool OnControl(const std::string& client, ctl::ControlRequest::Reader request,
+                 ctl::ControlReply::Builder reply);
   void FillStatus(ctl::VmStatus::Builder status);
   // A COM port the guest's console uses: the broker's stdio, unless detached.
   bool ComOnStdio(schema::Serial::Reader serial) const {
@@ -298,6 +321,9 @@ absl::Status VmRunner::Prepare() {
 
   try {
     router_.set(zmq::sockopt::router_mandatory, 1);
+    // A device's successor connects under its predecessor's identity, maybe
+    // before the broker has seen the old connection close.
+    router_.set(zmq::sockopt::router_handover, 1);
     router_.set(zmq::sockopt::linger, 0);
     router_.bind(endpoint_);
   } catch (const zmq::error_t& e) {
@@ -325,6 +351,15 @@ absl::Status VmRunner::Prepare() {
     munmap(base, bytes);
     p->doorbell.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!p->doorbell.valid()) return ErrnoStatus("eventfd");
+    // The state region outlives each of the device's processes.
+    p->state.Reset(memfd_create(("hv-state:" + d.name).c_str(), MFD_CLOEXEC));
+    if (!p->state.valid()) return ErrnoStatus("memfd_create state region");
+    if (auto s = InitDeviceStateRegion(p->state.get(), kDeviceStateBytes); !s.ok()) return s;
+    auto view = DeviceStateRegion::Map(p->state.get());
+    if (!view.ok()) return view.status();
+    p->state_view = std::move(*view);
+    p->budget = std::make_unique<RestartBudget>(d.restart_mode, d.restart_limit,
+                                                d.restart_window_s, d.restart_backoff_ms);
     if (d.kind == DeviceProcessKind::kLpc) {
       if (auto s = PrepareLpc(*p); !s.ok()) return s;
     }
@@ -446,6 +481,13 @@ absl::Status VmRunner::PrepareVirtioNet(Process& p) {
 
 absl::Status VmRunner::SpawnAll() {
   for (auto& p : processes_) {
+    if (auto s = SpawnProcess(p.get()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VmRunner::SpawnProcess(Process* p) {
+  {
     std::string path;
     std::vector<int> keep = {ram_.get()};
     if (p->is_core) {
@@ -484,6 +526,7 @@ absl::Status VmRunner::SpawnAll() {
         if (irq.resample.valid()) keep.push_back(irq.resample.get());
       }
       for (auto& [name, fd] : p->backend_fds) keep.push_back(fd.get());
+      if (p->state.valid()) keep.push_back(p->state.get());
     }
     std::vector<std::string> args = {"--ctl", endpoint_};
     if (p->is_core) {
@@ -554,6 +597,8 @@ void VmRunner::SendConfigureDevice(Process& p) {
   c.setRamFd(ram_.get());
   c.setChannelFd(p.channel.get());
   c.setDoorbellFd(p.doorbell.get());
+  c.setStateFd(p.state.valid() ? p.state.get() : -1);
+  c.setIncarnation(p.restarts);
   std::vector<std::pair<std::string, int>> fds;
   for (auto& [name, fd] : p.backend_fds) fds.push_back({name, fd.get()});
   for (auto& irq : p.irqs) {
@@ -675,7 +720,11 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
         p->ranges.push_back(r);
       }
       p->ready = true;
-      MaybeConfigureCore();
+      if (core_configured_) {
+        ServeAgain(*p);  // a successor: the core already routes to its channel
+      } else {
+        MaybeConfigureCore();
+      }
       break;
     }
     case msg::Message::CORE_READY: {
@@ -726,8 +775,42 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
   }
 }
 
-void VmRunner::OnControl(ctl::ControlRequest::Reader request, ctl::ControlReply::Builder reply) {
+bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader request,
+                         ctl::ControlReply::Builder reply) {
   switch (request.which()) {
+    case ctl::ControlRequest::RESTART: {
+      std::string device = request.getRestart();
+      Process* p = Find(device);
+      if (p == nullptr || p->is_core) {
+        std::string names;
+        for (auto& q : processes_) {
+          if (!q->is_core) names += (names.empty() ? "" : ", ") + q->name;
+        }
+        reply.setError(p == nullptr ? absl::StrCat("VM '", name_, "' has no device '", device,
+                                                   "' (its devices: ", names, ")")
+                                    : "hvcore holds the VM itself: it cannot restart");
+        break;
+      }
+      if (!CanRestart(p->device->kind)) {
+        reply.setError(absl::StrCat("device '", device, "' keeps no state for a successor yet, ",
+                                    "so restarting it would lose what the guest expects of it"));
+        break;
+      }
+      if (!started_ || exit_code_.has_value()) {
+        reply.setError(absl::StrCat("VM '", name_, "' is not running"));
+        break;
+      }
+      p->waiting_clients.push_back(client);
+      if (p->exited || p->restart_requested || !p->ready) return false;  // one is on its way
+      // It stops between two accesses, its state saved; a successor resumes.
+      p->restart_requested = true;
+      p->kill_at = Clock::now() + std::chrono::seconds(3);
+      capnp::MallocMessageBuilder b;
+      b.initRoot<msg::Message>().setShutdown();
+      (void)SendToIdentity(router_, p->name, b);
+      HV_INFO("restarting device '%s' (pid %d) on request", p->name.c_str(), p->child.pid);
+      return false;
+    }
     case ctl::ControlRequest::STATUS:
       FillStatus(reply.initStatus());
       break;
@@ -764,6 +847,7 @@ void VmRunner::OnControl(ctl::ControlRequest::Reader request, ctl::ControlReply:
     default:
       reply.setError("this broker does not know that request");
   }
+  return true;
 }
 
 void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
@@ -790,7 +874,15 @@ void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
     }
     out.setKind(kind);
     out.setPid(p.exited ? -1 : p.child.pid);
-    out.setState(p.exited ? "exited" : (p.ready || started_) ? "running" : "starting");
+    out.setState(p.respawn_pending ? "restarting"
+                 : p.exited        ? "exited"
+                 : p.ready         ? "running"
+                                   : "starting");
+    if (p.state_view != nullptr) {
+      auto counters = out.initCounters(1);
+      counters[0].setName("stateSaves");
+      counters[0].setValue(p.state_view->saves());
+    }
     out.setSandboxed(p.sandboxed);
     out.setUptimeMs(p.exited ? 0 : ms(now - p.spawned_at));
     out.setRestarts(p.restarts);
@@ -799,6 +891,80 @@ void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
   for (size_t i = 0; i < consoles_.size(); ++i) {
     consoles[i].setName(consoles_[i].first);
     consoles[i].setPath(consoles_[i].second);
+  }
+}
+
+void VmRunner::Supervise(Process& p, int wait_status, const std::string& what) {
+  p.died_at = Clock::now();
+  p.ready = false;
+  if (p.restart_requested) {
+    // `hvbroker restart`: stopped between two accesses with its state saved.
+    p.restart_requested = false;
+    p.respawn_pending = true;
+    p.respawn_at = p.died_at;
+    HV_INFO("%s stopped for a successor", what.c_str());
+    return;
+  }
+  RestartDecision d = p.budget->OnDeath(p.died_at, wait_status);
+  if (!d.restart) {
+    BeginStop(kExitProcessCrashed,
+              absl::StrCat(what, " while the VM was running; not restarted: ", d.reason));
+    return;
+  }
+  HV_WARN("%s; restarting it (%s)%s", what.c_str(), d.reason.c_str(),
+          d.delay.count() > 0 ? absl::StrCat(" in ", d.delay.count(), " ms").c_str() : "");
+  p.respawn_pending = true;
+  p.respawn_at = p.died_at + d.delay;
+}
+
+void VmRunner::Respawn(Process& p) {
+  p.respawn_pending = false;
+  p.exited = false;
+  p.ready = false;
+  ++p.restarts;
+  p.seccomp_reports.Reset();
+  if (auto s = SpawnProcess(&p); !s.ok()) {
+    BeginStop(kExitProcessCrashed, absl::StrCat("cannot start a successor for device '", p.name,
+                                                "': ", s.message()));
+  }
+}
+
+void VmRunner::ServeAgain(Process& p) {
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - p.died_at).count();
+  HV_INFO("device '%s' serves again (pid %d%s), %.1f ms after its predecessor ended",
+          p.name.c_str(), p.child.pid, p.sandboxed ? ", sandboxed" : ", NOT sandboxed", ms);
+  for (const auto& client : p.waiting_clients) {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<ctl::ControlReply>().setMessage(
+        absl::StrFormat("device '%s' restarted: pid %d serves again after %.1f ms", p.name,
+                        p.child.pid, ms));
+    control_.Reply(client, b);
+  }
+  p.waiting_clients.clear();
+}
+
+std::optional<Clock::time_point> VmRunner::NextSupervisionDeadline() const {
+  std::optional<Clock::time_point> next;
+  for (const auto& p : processes_) {
+    std::optional<Clock::time_point> t;
+    if (p->respawn_pending) t = p->respawn_at;
+    if (p->restart_requested && !p->exited) t = p->kill_at;
+    if (t && (!next || *t < *next)) next = t;
+  }
+  return next;
+}
+
+void VmRunner::RunSupervisionDeadlines() {
+  auto now = Clock::now();
+  for (auto& p : processes_) {
+    if (exit_code_.has_value()) return;
+    if (p->respawn_pending && now >= p->respawn_at) Respawn(*p);
+    if (p->restart_requested && !p->exited && now >= p->kill_at) {
+      HV_WARN("device '%s' (pid %d) did not stop for its successor; killing it", p->name.c_str(),
+              p->child.pid);
+      kill(p->child.pid, SIGKILL);
+      p->kill_at = now + std::chrono::hours(1);  // its death arrives through the pidfd
+    }
   }
 }
 
@@ -857,7 +1023,10 @@ void VmRunner::OnChildExit(Process& p) {
              report.syscall_nr, report.arch,
              static_cast<unsigned long long>(report.instruction_pointer));
   }
-  if (!exit_code_.has_value()) {
+  if (!exit_code_.has_value() && !p.is_core && core_configured_) {
+    Supervise(p, status, absl::StrCat(what, " (pid ", p.child.pid, ") ", DescribeWaitStatus(status),
+                                      forbidden));
+  } else if (!exit_code_.has_value()) {
     BeginStop(kExitProcessCrashed, absl::StrCat(what, " (pid ", p.child.pid, ") ",
                                                 DescribeWaitStatus(status), forbidden,
                                                 " while the VM was running"));
@@ -918,8 +1087,19 @@ int VmRunner::Run() {
     items.push_back({nullptr, signals_.get(), ZMQ_POLLIN, 0});
     items.push_back({control_.handle(), 0, ZMQ_POLLIN, 0});
     constexpr size_t kFirstChild = 3;
-    for (auto& p : processes_) items.push_back({nullptr, p->child.pidfd.get(), ZMQ_POLLIN, 0});
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(started_ ? -1 : 200));
+    std::vector<Process*> watched;  // live processes, by their pidfd
+    for (auto& p : processes_) {
+      if (p->exited) continue;
+      items.push_back({nullptr, p->child.pidfd.get(), ZMQ_POLLIN, 0});
+      watched.push_back(p.get());
+    }
+    long timeout_ms = started_ ? -1 : 200;
+    if (auto next = NextSupervisionDeadline()) {
+      long until = std::max<long>(
+          0, std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count());
+      timeout_ms = timeout_ms < 0 ? until : std::min(timeout_ms, until);
+    }
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
     if (!started_ && Clock::now() > start_deadline) {
       BeginStop(kExitStartFailed, "the VM's processes did not become ready in time");
       break;
@@ -944,13 +1124,25 @@ int VmRunner::Run() {
       OnMessage(identity.to_string(), received.get());
     }
     if (items[2].revents & ZMQ_POLLIN) {
-      control_.ServePending([this](ctl::ControlRequest::Reader request,
-                                   ctl::ControlReply::Builder reply) { OnControl(request, reply); });
+      control_.ServePending([this](const std::string& client, ctl::ControlRequest::Reader request,
+                                   ctl::ControlReply::Builder reply) {
+        return OnControl(client, request, reply);
+      });
     }
-    for (size_t i = 0; i < processes_.size(); ++i) {
-      if ((items[kFirstChild + i].revents & ZMQ_POLLIN) && !processes_[i]->exited) {
-        OnChildExit(*processes_[i]);
+    for (size_t i = 0; i < watched.size(); ++i) {
+      if ((items[kFirstChild + i].revents & ZMQ_POLLIN) && !watched[i]->exited) {
+        OnChildExit(*watched[i]);
       }
+    }
+    RunSupervisionDeadlines();
+  }
+  for (auto& p : processes_) {
+    for (const auto& client : p->waiting_clients) {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<ctl::ControlReply>().setError(
+          absl::StrCat("VM '", name_, "' ended before device '", p->name, "' served again: ",
+                       exit_reason_));
+      control_.Reply(client, b);
     }
   }
   Shutdown();

@@ -6,6 +6,9 @@
  * "idle: power button pressed\n", clears the status and enters S5 through
  * PM1_CNT (SLP_TYP=5, SLP_EN), as an ACPI OS would. The VM then ends with
  * "ACPI sleep state S5".
+ *
+ * Command line: count=N first prints "line 0\n" .. "line N-1\n" (console
+ * output for the lpc restart test), default 0.
  */
 #include "guest.h"
 
@@ -23,7 +26,24 @@
 	.globl user_main
 user_main:
 	pushq %rbx
-	movw $PM1_EN, %dx
+	pushq %r12
+	leaq key_count(%rip), %rdi
+	xorl %esi, %esi
+	call cmdline_u64
+	movq %rax, %r12                /* lines to print */
+	xorl %ebx, %ebx
+count:
+	cmpq %r12, %rbx
+	jae 1f
+	leaq msg_line(%rip), %rdi
+	call puts
+	movq %rbx, %rdi
+	call put_dec
+	movl $'\n', %edi
+	call putc
+	incq %rbx
+	jmp count
+1:	movw $PM1_EN, %dx
 	movw $PWRBTN, %ax
 	outw %ax, %dx
 	leaq msg_waiting(%rip), %rdi
@@ -64,5 +84,7 @@ poll:
 	.section .rodata
 msg_waiting:	.asciz "idle: waiting for the power button\n"
 msg_pressed:	.asciz "idle: power button pressed\n"
+msg_line:	.asciz "line "
+key_count:	.asciz "count"
 
 	.section .note.GNU-stack, "", @progbits

@@ -11,6 +11,7 @@ struct ControlRequest {
   union {
     status @0 :Void;          # what runs: processes, pids, uptime, restarts, counters
     stop @1 :StopRequest;     # the ACPI power button, or destroy
+    restart @2 :Text;         # this device: a successor process resumes from its state
   }
 }
 
@@ -38,7 +39,7 @@ struct ProcessStatus {
   name @0 :Text;        # "core" or the device's name
   kind @1 :Text;        # "hvcore", "lpc", "virtio-blk", "virtio-net"
   pid @2 :Int32;        # host pid; -1 when not running
-  state @3 :Text;       # "starting", "running", "exited"
+  state @3 :Text;       # "starting", "running", "restarting", "exited"
   sandboxed @4 :Bool;
   uptimeMs @5 :UInt64;  # since this process was spawned
   restarts @6 :UInt32;  # successors started after it died

@@ -149,6 +149,8 @@ struct ConfigureDevice {
   rtcUtc @9 :Bool = true;   # the VM's RTC keeps UTC (bhyve -u); else local time
   multifunction @10 :Bool;  # other functions share this device's slot (header type bit 7)
   vmName @11 :Text;         # the VM's name (virtio-net derives its default MAC from it)
+  stateFd @12 :Int32 = -1;  # its state region (common/device_state.h), kept by the broker
+  incarnation @13 :UInt32;  # 0: the first process of this device; n: the n-th successor
 }
 
 # An interrupt line a device raises by writing an eventfd (KVM irqfd).

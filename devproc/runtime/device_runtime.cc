@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/device_state.h"
 #include "common/exit_channel.h"
 #include "common/fd.h"
 #include "common/log.h"
@@ -96,6 +97,10 @@ class Runtime : public DeviceContext {
   };
 
   absl::Status Configure(msg::ConfigureDevice::Reader config);
+  // Restart: the state region, and what a successor resumes from.
+  absl::Status MapState(msg::ConfigureDevice::Reader config);
+  absl::Status RestoreFromRegion();
+  void SaveState();
   // Returns false when the device must exit.
   bool HandleControl();
   size_t DrainChannel();
@@ -113,7 +118,62 @@ class Runtime : public DeviceContext {
   std::unique_ptr<ExitChannelServer> channel_;
   std::map<std::string, int> fds_;
   std::map<int, Watch> watches_;
+  std::unique_ptr<DeviceStateRegion> state_;  // null: this device keeps no state
+  std::string state_buffer_;                  // reused by every save
+  uint32_t incarnation_ = 0;
 };
+
+// The runtime's part of a saved state, before the model's: the version of
+// this layout, then per vCPU ring how far the device got.
+constexpr uint32_t kRuntimeStateVersion = 1;
+
+absl::Status Runtime::MapState(msg::ConfigureDevice::Reader config) {
+  incarnation_ = config.getIncarnation();
+  if (config.getStateFd() < 0) return absl::OkStatus();
+  std::string probe;
+  if (!model_->SaveState(&probe)) return absl::OkStatus();  // a model without state
+  auto region = DeviceStateRegion::Map(config.getStateFd());
+  if (!region.ok()) return region.status();
+  state_ = std::move(*region);
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::RestoreFromRegion() {
+  std::string_view saved = state_->Load();
+  if (saved.empty()) {
+    // Died before its first save: nothing happened that the guest saw.
+    HV_WARN("%s: successor %u finds no saved state; starting afresh", name_.c_str(), incarnation_);
+    return absl::OkStatus();
+  }
+  StateReader r(saved);
+  uint32_t version = 0, rings = 0;
+  if (!r.Get(&version) || version != kRuntimeStateVersion || !r.Get(&rings) ||
+      rings != channel_->progress().size()) {
+    return absl::DataLossError("saved state: bad runtime header");
+  }
+  std::vector<ExitRingProgress> progress(rings);
+  for (auto& p : progress) {
+    if (!r.Get(&p)) return absl::DataLossError("saved state: truncated ring progress");
+  }
+  if (auto s = model_->RestoreState(r.rest()); !s.ok()) return s;
+  channel_->Restore(progress);
+  HV_INFO("%s: successor %u resumes from saved state %llu", name_.c_str(), incarnation_,
+          static_cast<unsigned long long>(state_->saves()));
+  return absl::OkStatus();
+}
+
+void Runtime::SaveState() {
+  if (state_ == nullptr || channel_ == nullptr) return;
+  state_buffer_.clear();
+  StateWriter w(&state_buffer_);
+  w.Put(kRuntimeStateVersion);
+  w.Put(static_cast<uint32_t>(channel_->progress().size()));
+  for (const auto& p : channel_->progress()) w.Put(p);
+  model_->SaveState(&state_buffer_);
+  if (auto s = state_->Store(state_buffer_); !s.ok()) {
+    HV_ERROR("%s: cannot save its state: %s", name_.c_str(), std::string(s.message()).c_str());
+  }
+}
 
 absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
   std::vector<GuestRamRegion> regions = RamRegionsFrom(config.getRam());
@@ -135,6 +195,16 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
 
   auto ranges = model_->Configure(*this, config);
   if (!ranges.ok()) return ranges.status();
+  if (auto s = MapState(config); !s.ok()) return s;
+  if (state_ != nullptr) {
+    if (incarnation_ > 0) {
+      if (auto s = RestoreFromRegion(); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("resuming: ", s.message()));
+      }
+    }
+    channel_->SetCommitHook([this] { SaveState(); });
+    SaveState();
+  }
   // Everything is mapped and opened: from here on the guest can reach this
   // process, so it runs sandboxed. Guest RAM plus room for threads' stacks and
   // malloc's arenas; a few threads; the fds it has and some to accept or time with.
@@ -267,11 +337,15 @@ int Runtime::Run(const std::string& endpoint) {
     if ((items[0].revents & ZMQ_POLLIN) || !may_sleep) {
       if (!HandleControl()) return 0;
     }
+    bool events = false;
     for (size_t i = first_watch; i < items.size(); ++i) {
       if (items[i].revents == 0) continue;
       auto it = watches_.find(item_fds[i - first_watch]);
       if (it != watches_.end()) it->second.on_ready(PollEvents(items[i].revents));
+      events = true;
     }
+    // Input taken from a backend, a timer's effect: saved before anything else.
+    if (events) SaveState();
   }
 }
 

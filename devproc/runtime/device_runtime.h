@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/guest_memory.h"
+#include "absl/status/status.h"
 #include "common/sandbox.h"
 #include "schema/msg.capnp.h"
 
@@ -87,6 +88,21 @@ class DeviceModel {
   virtual bool OnDeviceControl(msg::DeviceControl::Reader request) {
     (void)request;
     return false;
+  }
+  // Restart (common/device_state.h): appends the model's whole state to `out`
+  // and returns true; false means this model keeps no state for a successor
+  // (then the runtime never saves). Called after every access and event, so
+  // keep it to copying plain structs.
+  virtual bool SaveState(std::string* out) const {
+    (void)out;
+    return false;
+  }
+  // A successor, configured like its predecessor, loads what SaveState wrote
+  // (after Configure, before the guest can reach it). The bytes come from a
+  // process that may have been compromised: validate them.
+  virtual absl::Status RestoreState(std::string_view state) {
+    (void)state;
+    return absl::UnimplementedError("this device keeps no state for a successor");
   }
 };
 
