@@ -172,7 +172,9 @@ absl::StatusOr<capnp::ConstSchema> ParseVmConstant(const std::string& path,
 
 }  // namespace
 
-bool CanRestart(DeviceProcessKind kind) { return kind == DeviceProcessKind::kLpc; }
+bool CanRestart(DeviceProcessKind kind) {
+  return kind == DeviceProcessKind::kLpc || kind == DeviceProcessKind::kVirtioBlk;
+}
 
 absl::StatusOr<uint64_t> ParseMemorySize(const std::string& text) {
   size_t i = 0;
@@ -420,7 +422,7 @@ absl::StatusOr<VmConfig> LoadVmConfig(const std::string& path) {
       if (p.restart_mode != schema::RestartMode::NEVER && !CanRestart(p.kind)) {
         check.Error(at + ".restart.mode",
                     absl::StrCat("'", emulation, "' cannot restart yet: its process keeps no state "
-                                 "for a successor (lpc does)"));
+                                 "for a successor (lpc and virtio-blk do)"));
       }
       if (p.restart_mode != schema::RestartMode::NEVER && p.restart_window_s == 0) {
         check.Error(at + ".restart.windowSeconds", "must be at least 1");

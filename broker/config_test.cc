@@ -258,11 +258,11 @@ TEST_F(ConfigTest, RestartPolicyIsReadAndOnlyDevicesWithStateMayRestart) {
   ExpectError(std::string(kHeader) + R"(const vm :Vm = (
   name = "x", boot = (kernel = "kernel.elf"),
   devices = [(slot = 31, emulation = "lpc"),
-             (slot = 4, emulation = "virtio-blk", path = "disk.img",
+             (slot = 4, emulation = "virtio-net", path = "user",
               restart = (mode = always))],
 );
 )",
-              6, "devices[1].restart.mode: 'virtio-blk' cannot restart yet");
+              6, "devices[1].restart.mode: 'virtio-net' cannot restart yet");
   ExpectError(std::string(kHeader) + R"(const vm :Vm = (
   name = "x", boot = (kernel = "kernel.elf"),
   devices = [(slot = 31, emulation = "lpc",

@@ -89,6 +89,7 @@ class Runtime : public DeviceContext {
   void SetPublished(int handle, std::optional<uint64_t> value) override {
     if (channel_ != nullptr) channel_->SetPublished(handle, value);
   }
+  void CommitState() override { SaveState(); }
 
  private:
   struct Watch {
@@ -121,6 +122,8 @@ class Runtime : public DeviceContext {
   std::unique_ptr<DeviceStateRegion> state_;  // null: this device keeps no state
   std::string state_buffer_;                  // reused by every save
   uint32_t incarnation_ = 0;
+  bool state_ready_ = false;  // restored (or fresh): saves may begin
+  bool resumed_ = false;      // a successor that restored something to redo
 };
 
 // The runtime's part of a saved state, before the model's: the version of
@@ -155,15 +158,17 @@ absl::Status Runtime::RestoreFromRegion() {
   for (auto& p : progress) {
     if (!r.Get(&p)) return absl::DataLossError("saved state: truncated ring progress");
   }
-  if (auto s = model_->RestoreState(r.rest()); !s.ok()) return s;
+  // The channel first: the model's restore must not see (or save) an older progress.
   channel_->Restore(progress);
+  if (auto s = model_->RestoreState(r.rest()); !s.ok()) return s;
+  resumed_ = true;
   HV_INFO("%s: successor %u resumes from saved state %llu", name_.c_str(), incarnation_,
           static_cast<unsigned long long>(state_->saves()));
   return absl::OkStatus();
 }
 
 void Runtime::SaveState() {
-  if (state_ == nullptr || channel_ == nullptr) return;
+  if (state_ == nullptr || channel_ == nullptr || !state_ready_) return;
   state_buffer_.clear();
   StateWriter w(&state_buffer_);
   w.Put(kRuntimeStateVersion);
@@ -203,6 +208,7 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
       }
     }
     channel_->SetCommitHook([this] { SaveState(); });
+    state_ready_ = true;
     SaveState();
   }
   // Everything is mapped and opened: from here on the guest can reach this
@@ -215,6 +221,7 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
   if (auto s = sandbox_->Seal(policy_, limits); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("entering the sandbox: ", s.message()));
   }
+  if (resumed_) model_->Resume();
   capnp::MallocMessageBuilder b;
   auto ready = b.initRoot<msg::Message>().initDeviceReady();
   auto list = ready.initRanges(ranges->size());

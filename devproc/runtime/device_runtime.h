@@ -71,6 +71,9 @@ class DeviceContext {
   // The register's current value, or nullopt while reading it has side effects.
   // Call before returning from whatever changed it.
   virtual void SetPublished(int handle, std::optional<uint64_t> value) = 0;
+  // Restart: saves the device's state now (SaveState), before the guest can
+  // see what just changed (a used ring index). No-op for a model without state.
+  virtual void CommitState() = 0;
 };
 
 class DeviceModel {
@@ -104,6 +107,9 @@ class DeviceModel {
     (void)state;
     return absl::UnimplementedError("this device keeps no state for a successor");
   }
+  // A successor, once restored, its state saved and its sandbox entered:
+  // redo what its predecessor left unfinished (requests in flight).
+  virtual void Resume() {}
 };
 
 // Parses `--ctl ENDPOINT --name NAME` and the sandbox flags, runs the device
