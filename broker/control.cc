@@ -38,6 +38,8 @@ constexpr char kControlUsage[] = R"(usage:
   hvbroker restart VM DEVICE      stop a device's process between two accesses and start a
                                   successor that resumes from its saved state; returns once
                                   it serves
+  hvbroker debug VM DEVICE        restart a device WITHOUT its sandbox, stopped before it
+                                  serves, and print how to attach gdb to it
   hvbroker console VM [comN]      attach this terminal to a COM port (default the
                                   first); Ctrl-] detaches
 )";
@@ -239,7 +241,11 @@ int Restart(const std::vector<std::string>& args) {
     return 2;
   }
   capnp::MallocMessageBuilder b;
-  b.initRoot<ctl::ControlRequest>().setRestart(args[2]);
+  if (args[0] == "debug") {
+    b.initRoot<ctl::ControlRequest>().setDebug(args[2]);
+  } else {
+    b.initRoot<ctl::ControlRequest>().setRestart(args[2]);
+  }
   auto reply = Ask(args[1], b, 30000);
   if (!reply.ok()) return Fail(reply.status());
   auto r = (*reply)->get();
@@ -399,7 +405,7 @@ void ControlServer::Reply(const std::string& client, capnp::MessageBuilder& repl
 
 bool IsControlCommand(const std::string& command) {
   return command == "ls" || command == "status" || command == "stop" || command == "console" ||
-         command == "restart";
+         command == "restart" || command == "debug";
 }
 
 int RunControlCommand(const std::vector<std::string>& args) {
@@ -412,7 +418,7 @@ int RunControlCommand(const std::vector<std::string>& args) {
   if (command == "status") return Status(args);
   if (command == "stop") return Stop(args);
   if (command == "console") return Console(args);
-  if (command == "restart") return Restart(args);
+  if (command == "restart" || command == "debug") return Restart(args);
   fputs(kControlUsage, stderr);
   return 2;
 }

@@ -27,6 +27,7 @@ Commands:
   stop [--force] [--wait=SECONDS] VM
                     Press the VM's ACPI power button; --force destroys it.
   restart VM DEVICE Restart a device's process; its successor resumes its state.
+  debug VM DEVICE   Restart a device unsandboxed and stopped, for gdb to attach.
   console VM [comN] Attach this terminal to a COM port (Ctrl-] detaches).
   help              This text.
 

@@ -64,6 +64,8 @@ struct Process {
   bool restart_requested = false;  // `hvbroker restart`: asked to stop for a successor
   Clock::time_point kill_at;       // ... and killed if it has not by then
   std::vector<std::string> waiting_clients;  // control clients told when it serves again
+  bool debug_next = false;  // `hvbroker debug`: its successor starts unsandboxed, stopped
+  std::vector<std::string> debug_clients;  // told the debug successor's pid once spawned
   Fd channel;   // device: its exit-channel memfd
   Fd doorbell;  // device: its doorbell eventfd
   // device: backend fds it inherits, by name ("com1.listen"); stdio is passed as 0/1.
@@ -537,7 +539,8 @@ absl::Status VmRunner::SpawnProcess(Process* p) {
       args.push_back("--name");
       args.push_back(p->name);
     }
-    p->sandboxed = Sandboxed(p->name);
+    p->sandboxed = Sandboxed(p->name) && !p->debug_next;
+    if (p->debug_next) args.push_back("--stop-for-debugger");
     Fd report_write;
     SandboxSpawn box;
     if (p->sandboxed) {
@@ -778,8 +781,10 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
 bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader request,
                          ctl::ControlReply::Builder reply) {
   switch (request.which()) {
-    case ctl::ControlRequest::RESTART: {
-      std::string device = request.getRestart();
+    case ctl::ControlRequest::RESTART:
+    case ctl::ControlRequest::DEBUG: {
+      bool debug = request.which() == ctl::ControlRequest::DEBUG;
+      std::string device = debug ? request.getDebug() : request.getRestart();
       Process* p = Find(device);
       if (p == nullptr || p->is_core) {
         std::string names;
@@ -800,7 +805,16 @@ bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader 
         reply.setError(absl::StrCat("VM '", name_, "' is not running"));
         break;
       }
-      p->waiting_clients.push_back(client);
+      if (debug) {
+        if (p->exited || p->restart_requested || !p->ready) {
+          reply.setError(absl::StrCat("device '", device, "' is restarting; try again"));
+          break;
+        }
+        p->debug_next = true;
+        p->debug_clients.push_back(client);
+      } else {
+        p->waiting_clients.push_back(client);
+      }
       if (p->exited || p->restart_requested || !p->ready) return false;  // one is on its way
       // It stops between two accesses, its state saved; a successor resumes.
       p->restart_requested = true;
@@ -808,7 +822,8 @@ bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader 
       capnp::MallocMessageBuilder b;
       b.initRoot<msg::Message>().setShutdown();
       (void)SendToIdentity(router_, p->name, b);
-      HV_INFO("restarting device '%s' (pid %d) on request", p->name.c_str(), p->child.pid);
+      HV_INFO("restarting device '%s' (pid %d) on request%s", p->name.c_str(), p->child.pid,
+              debug ? ", without its sandbox, for a debugger" : "");
       return false;
     }
     case ctl::ControlRequest::STATUS:
@@ -926,6 +941,21 @@ void VmRunner::Respawn(Process& p) {
   if (auto s = SpawnProcess(&p); !s.ok()) {
     BeginStop(kExitProcessCrashed, absl::StrCat("cannot start a successor for device '", p.name,
                                                 "': ", s.message()));
+    return;
+  }
+  if (p.debug_next) {
+    p.debug_next = false;
+    HV_WARN("*** device '%s' now runs WITHOUT its sandbox (pid %d), stopped for a debugger ***",
+            p.name.c_str(), p.child.pid);
+    for (const auto& client : std::exchange(p.debug_clients, {})) {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<ctl::ControlReply>().setMessage(absl::StrFormat(
+          "device '%s' restarted WITHOUT its sandbox as pid %d, stopped before it serves "
+          "(the guest waits on it).\nAttach:   gdb -p %d   (then `continue`)\nOr let it "
+          "run:   kill -CONT %d\nIt stays unsandboxed until `hvbroker restart %s %s`.",
+          p.name, p.child.pid, p.child.pid, p.child.pid, name_, p.name));
+      control_.Reply(client, b);
+    }
   }
 }
 

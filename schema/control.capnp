@@ -12,6 +12,8 @@ struct ControlRequest {
     status @0 :Void;          # what runs: processes, pids, uptime, restarts, counters
     stop @1 :StopRequest;     # the ACPI power button, or destroy
     restart @2 :Text;         # this device: a successor process resumes from its state
+    debug @3 :Text;           # this device: a successor WITHOUT its sandbox, stopped
+                              # (SIGSTOP) before it serves, for gdb to attach
   }
 }
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -257,6 +258,51 @@ TEST_F(RestartTest, RestartRefusesTheCoreAndUnknownDevices) {
       << unknown.err;
   EXPECT_EQ(Command({"stop", "--force", "idle"}).exit_code, 0);
   WaitBroker(up, 30000);
+}
+
+// `debug VM lpc`: a successor without its sandbox, stopped before it serves,
+// that a debugger can attach to; once let go it serves the guest again.
+TEST_F(RestartTest, DebugRestartsTheDeviceUnsandboxedAndStoppedForADebugger) {
+  BrokerRun up = StartBroker({"up", VmFile("", "")}, dir_);
+  ASSERT_TRUE(WaitFor(up, "idle: waiting for the power button\n")) << up.err;
+  pid_t before = LpcPid();
+  BrokerRun debug = Command({"debug", "idle", "lpc"});
+  ASSERT_EQ(debug.exit_code, 0) << debug.err;
+  size_t at = debug.out.find("gdb -p ");
+  ASSERT_NE(at, std::string::npos) << debug.out;
+  pid_t pid = atoi(debug.out.c_str() + at + strlen("gdb -p "));
+  ASSERT_GT(pid, 0);
+  EXPECT_NE(pid, before);
+  EXPECT_NE(debug.out.find("WITHOUT its sandbox"), std::string::npos) << debug.out;
+  EXPECT_NE(debug.out.find("kill -CONT " + std::to_string(pid)), std::string::npos) << debug.out;
+  // Stopped, and unsandboxed: no seccomp filter, our own namespaces.
+  for (int i = 0; i < 100 && ProcStatusField(pid, "State").rfind("T", 0) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(ProcStatusField(pid, "State").substr(0, 1), "T");
+  EXPECT_EQ(ProcStatusField(pid, "Seccomp"), "0");
+  EXPECT_EQ(Namespace(pid, "pid"), Namespace(getpid(), "pid"));
+  // A debugger can attach (what gdb -p does), then it is let go.
+  ASSERT_EQ(ptrace(PTRACE_ATTACH, pid, nullptr, nullptr), 0) << strerror(errno);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, __WALL), pid);
+  EXPECT_TRUE(WIFSTOPPED(status));
+  ASSERT_EQ(ptrace(PTRACE_DETACH, pid, nullptr, nullptr), 0);
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  BrokerRun status_run;
+  for (int i = 0; i < 100; ++i) {
+    status_run = Command({"status", "idle"});
+    if (status_run.out.find(std::to_string(pid) + " running   NO") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(status_run.out.find(std::to_string(pid) + " running   NO"), std::string::npos)
+      << status_run.out;
+  // It serves the guest: the power button still reaches it.
+  EXPECT_EQ(Command({"stop", "idle"}).exit_code, 0);
+  WaitBroker(up, 30000);
+  EXPECT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_EQ(up.out, "idle: waiting for the power button\nidle: power button pressed\n") << up.err;
+  EXPECT_NE(up.err.find("now runs WITHOUT its sandbox"), std::string::npos) << up.err;
 }
 
 }  // namespace

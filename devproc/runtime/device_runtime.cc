@@ -363,6 +363,7 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the broker
   std::string endpoint;
   std::string name = kind;
+  bool stop_for_debugger = false;  // `hvbroker debug`: wait for gdb before serving
   sandbox::SandboxArgs sandbox_args;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -371,8 +372,11 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
       endpoint = argv[++i];
     } else if (arg == "--name" && i + 1 < argc) {
       name = argv[++i];
+    } else if (arg == "--stop-for-debugger") {
+      stop_for_debugger = true;
     } else if (arg == "--help" || arg == "-h") {
       printf("usage: %s --ctl ENDPOINT --name NAME [--sandbox-report-fd FD | --no-sandbox]\n"
+             "       [--stop-for-debugger]\n"
              "An hv device process; hvbroker starts it. Not meant to be run by hand.\n",
              argv[0]);
       return 0;
@@ -389,6 +393,14 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
     return 2;
   }
   if (getppid() == 1) return 1;  // the broker is already gone
+  if (stop_for_debugger) {
+    // Any process of this user may attach (Yama's ptrace_scope 1 would allow
+    // only our parent), then the process stops until gdb (or SIGCONT) lets it go.
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);
+    HV_WARN("*** %s (pid %d) runs WITHOUT its sandbox, stopped for a debugger: gdb -p %d, "
+            "then `continue` ***", name.c_str(), getpid(), getpid());
+    raise(SIGSTOP);
+  }
   // Before any thread exists: capabilities are per thread.
   auto sandbox = sandbox::Sandbox::Begin(sandbox_args, name, argv[0]);
   if (!sandbox.ok()) {
