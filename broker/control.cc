@@ -40,6 +40,9 @@ constexpr char kControlUsage[] = R"(usage:
                                   it serves
   hvbroker debug VM DEVICE        restart a device WITHOUT its sandbox, stopped before it
                                   serves, and print how to attach gdb to it
+  hvbroker trace [--count=N] [--seconds=S] VM DEVICE
+                                  the register accesses a device handles and the broker's
+                                  messages to and from it, decoded, live
   hvbroker console VM [comN]      attach this terminal to a COM port (default the
                                   first); Ctrl-] detaches
 )";
@@ -254,6 +257,81 @@ int Restart(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `trace VM DEVICE [--count N] [--seconds S]`: prints the lines the broker
+// sends until N lines, S seconds, or Ctrl-C; repeats its request every second
+// so that the broker keeps it as a tracer.
+int Trace(std::vector<std::string> args) {
+  long count = -1, seconds = -1;
+  for (size_t i = 1; i < args.size();) {
+    if (args[i].rfind("--count=", 0) == 0) {
+      count = atol(args[i].c_str() + strlen("--count="));
+    } else if (args[i].rfind("--seconds=", 0) == 0) {
+      seconds = atol(args[i].c_str() + strlen("--seconds="));
+    } else {
+      ++i;
+      continue;
+    }
+    args.erase(args.begin() + i);
+  }
+  if (args.size() != 3) {
+    fputs(kControlUsage, stderr);
+    return 2;
+  }
+  std::string dir = VmDir(args[1]);
+  if (!VmRunning(dir)) {
+    return Fail(absl::NotFoundError(absl::StrCat("no VM named '", args[1], "' is running (in ",
+                                                 RuntimeBaseDir(), ")")));
+  }
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::linger, 0);
+  socket.connect("ipc://" + ControlSocketPath(dir));
+  auto ask = [&] {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<ctl::ControlRequest>().setTrace(args[2]);
+    socket.send(SerializeMessage(b), zmq::send_flags::none);
+  };
+  ask();
+  auto start = std::chrono::steady_clock::now();
+  auto last_ask = start;
+  bool answered = false;
+  long printed = 0;
+  for (;;) {
+    auto now = std::chrono::steady_clock::now();
+    if (seconds >= 0 && now - start >= std::chrono::seconds(seconds)) break;
+    if (now - last_ask >= std::chrono::seconds(1)) {
+      ask();
+      last_ask = now;
+    }
+    zmq::pollitem_t item = {socket.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(200));
+    if (!(item.revents & ZMQ_POLLIN)) {
+      if (!answered && now - start > std::chrono::seconds(5)) {
+        return Fail(absl::DeadlineExceededError("the VM's broker did not answer"));
+      }
+      if (answered && !VmRunning(dir)) break;  // the VM ended
+      continue;
+    }
+    zmq::message_t bytes;
+    if (!socket.recv(bytes, zmq::recv_flags::dontwait)) continue;
+    auto reply = Reply::Parse(bytes);
+    if (!reply.ok()) return Fail(reply.status());
+    auto r = (*reply)->get();
+    if (r.getError().size() > 0) return Fail(absl::FailedPreconditionError(r.getError().cStr()));
+    if (r.getMessage().size() > 0) fprintf(stderr, "%s\n", r.getMessage().cStr());
+    answered = true;
+    for (auto line : r.getTrace()) {
+      printf("%s\n", line.cStr());
+      if (count >= 0 && ++printed >= count) {
+        fflush(stdout);
+        return 0;
+      }
+    }
+    fflush(stdout);
+  }
+  return 0;
+}
+
 // The terminal in raw mode while attached to a console.
 class RawTerminal {
  public:
@@ -405,7 +483,7 @@ void ControlServer::Reply(const std::string& client, capnp::MessageBuilder& repl
 
 bool IsControlCommand(const std::string& command) {
   return command == "ls" || command == "status" || command == "stop" || command == "console" ||
-         command == "restart" || command == "debug";
+         command == "restart" || command == "debug" || command == "trace";
 }
 
 int RunControlCommand(const std::vector<std::string>& args) {
@@ -419,6 +497,7 @@ int RunControlCommand(const std::vector<std::string>& args) {
   if (command == "stop") return Stop(args);
   if (command == "console") return Console(args);
   if (command == "restart" || command == "debug") return Restart(args);
+  if (command == "trace") return Trace(args);
   fputs(kControlUsage, stderr);
   return 2;
 }

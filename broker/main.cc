@@ -28,6 +28,7 @@ Commands:
                     Press the VM's ACPI power button; --force destroys it.
   restart VM DEVICE Restart a device's process; its successor resumes its state.
   debug VM DEVICE   Restart a device unsandboxed and stopped, for gdb to attach.
+  trace VM DEVICE   A device's register accesses and messages, decoded, live.
   console VM [comN] Attach this terminal to a COM port (Ctrl-] detaches).
   help              This text.
 

@@ -64,6 +64,7 @@ struct Process {
   bool restart_requested = false;  // `hvbroker restart`: asked to stop for a successor
   Clock::time_point kill_at;       // ... and killed if it has not by then
   std::vector<std::string> waiting_clients;  // control clients told when it serves again
+  std::map<std::string, Clock::time_point> tracers;  // `hvbroker trace` clients, last heard
   bool debug_next = false;  // `hvbroker debug`: its successor starts unsandboxed, stopped
   std::vector<std::string> debug_clients;  // told the debug successor's pid once spawned
   Fd channel;   // device: its exit-channel memfd
@@ -155,6 +156,10 @@ class VmRunner {
   // The earliest supervision deadline (a successor to start, a process to kill).
   std::optional<Clock::time_point> NextSupervisionDeadline() const;
   void RunSupervisionDeadlines();
+  // `hvbroker trace`: lines to the device's tracers, and switching its tracing.
+  void TraceLines(Process& p, const std::vector<std::string>& lines);
+  void TraceNote(Process& p, const std::string& what);
+  void SetDeviceTracing(Process& p, bool on);
   absl::Status PrepareLpc(Process& p);
   absl::Status PrepareVirtioBlk(Process& p);
   absl::Status PrepareVirtioNet(Process& p);
@@ -632,6 +637,8 @@ void VmRunner::SendConfigureDevice(Process& p) {
   if (auto s = SendToIdentity(router_, p.name, b); !s.ok()) {
     BeginStop(kExitStartFailed, std::string(s.message()));
   }
+  TraceNote(p, absl::StrCat("broker -> device: configureDevice (", fds.size(), " fds, incarnation ",
+                            p.restarts, ")"));
 }
 
 void VmRunner::MaybeConfigureCore() {
@@ -696,6 +703,20 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
   if (p == nullptr) {
     HV_WARN("message from unknown peer '%s' ignored", from.c_str());
     return;
+  }
+  if (m.which() == msg::Message::TRACE) {
+    std::vector<std::string> lines;
+    for (auto line : m.getTrace()) lines.push_back(line);
+    TraceLines(*p, lines);
+    return;
+  }
+  if (!p->tracers.empty()) {
+    const char* names[] = {"hello", "deviceReady", "coreReady", "guestExit"};
+    int which = static_cast<int>(m.which());
+    TraceNote(*p, absl::StrCat("device -> broker: ", which < 4 ? names[which] : "message ",
+                               which < 4 ? "" : absl::StrCat(which),
+                               m.isGuestExit() ? absl::StrCat(" (", m.getGuestExit().getDetail().cStr(), ")")
+                                               : ""));
   }
   switch (m.which()) {
     case msg::Message::HELLO:
@@ -781,6 +802,23 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
 bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader request,
                          ctl::ControlReply::Builder reply) {
   switch (request.which()) {
+    case ctl::ControlRequest::TRACE: {
+      std::string device = request.getTrace();
+      Process* p = Find(device);
+      if (p == nullptr || p->is_core) {
+        reply.setError(p == nullptr ? absl::StrCat("VM '", name_, "' has no device '", device, "'")
+                                    : "hvcore is not traced; trace one of its devices");
+        break;
+      }
+      bool known = p->tracers.count(client) != 0;
+      p->tracers[client] = Clock::now();
+      if (known) return false;  // a keep-alive: nothing to answer
+      if (p->tracers.size() == 1) SetDeviceTracing(*p, true);
+      reply.setMessage(absl::StrCat("tracing device '", device, "' (pid ", p->child.pid,
+                                    "): the register accesses it handles and the broker's "
+                                    "messages to and from it"));
+      break;
+    }
     case ctl::ControlRequest::RESTART:
     case ctl::ControlRequest::DEBUG: {
       bool debug = request.which() == ctl::ControlRequest::DEBUG;
@@ -822,6 +860,7 @@ bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader 
       capnp::MallocMessageBuilder b;
       b.initRoot<msg::Message>().setShutdown();
       (void)SendToIdentity(router_, p->name, b);
+      TraceNote(*p, "broker -> device: shutdown (for a successor)");
       HV_INFO("restarting device '%s' (pid %d) on request%s", p->name.c_str(), p->child.pid,
               debug ? ", without its sandbox, for a debugger" : "");
       return false;
@@ -854,6 +893,7 @@ bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader 
         reply.setError(std::string(s.message()));
         break;
       }
+      TraceNote(*lpc, "broker -> device: deviceControl(powerButton)");
       HV_INFO("VM '%s': power button pressed on request (stop)", name_.c_str());
       reply.setMessage(absl::StrCat("pressed the ACPI power button of VM '", name_,
                                     "'; the guest shuts down if it listens (`stop --force` destroys it)"));
@@ -910,6 +950,7 @@ void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
 }
 
 void VmRunner::Supervise(Process& p, int wait_status, const std::string& what) {
+  TraceNote(p, absl::StrCat("process: ", what));
   p.died_at = Clock::now();
   p.ready = false;
   if (p.restart_requested) {
@@ -961,6 +1002,10 @@ void VmRunner::Respawn(Process& p) {
 
 void VmRunner::ServeAgain(Process& p) {
   double ms = std::chrono::duration<double, std::milli>(Clock::now() - p.died_at).count();
+  if (!p.tracers.empty()) {
+    SetDeviceTracing(p, true);  // the successor starts untraced
+    TraceNote(p, absl::StrFormat("process: successor pid %d serves again after %.1f ms", p.child.pid, ms));
+  }
   HV_INFO("device '%s' serves again (pid %d%s), %.1f ms after its predecessor ended",
           p.name.c_str(), p.child.pid, p.sandboxed ? ", sandboxed" : ", NOT sandboxed", ms);
   for (const auto& client : p.waiting_clients) {
@@ -973,10 +1018,35 @@ void VmRunner::ServeAgain(Process& p) {
   p.waiting_clients.clear();
 }
 
+void VmRunner::TraceLines(Process& p, const std::vector<std::string>& lines) {
+  if (p.tracers.empty() || lines.empty()) return;
+  for (const auto& [client, seen] : p.tracers) {
+    capnp::MallocMessageBuilder b;
+    auto list = b.initRoot<ctl::ControlReply>().initTrace(lines.size());
+    for (size_t i = 0; i < lines.size(); ++i) list.set(i, lines[i]);
+    control_.Reply(client, b);
+  }
+}
+
+void VmRunner::TraceNote(Process& p, const std::string& what) {
+  if (p.tracers.empty()) return;
+  double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  TraceLines(p, {absl::StrFormat("%.6f %s", now, what)});
+}
+
+void VmRunner::SetDeviceTracing(Process& p, bool on) {
+  if (p.exited || !p.ready) return;  // a successor is told once it serves
+  capnp::MallocMessageBuilder b;
+  b.initRoot<msg::Message>().initDeviceControl().setAction(
+      on ? msg::DeviceControl::Action::TRACE_ON : msg::DeviceControl::Action::TRACE_OFF);
+  (void)SendToIdentity(router_, p.name, b);
+}
+
 std::optional<Clock::time_point> VmRunner::NextSupervisionDeadline() const {
   std::optional<Clock::time_point> next;
   for (const auto& p : processes_) {
     std::optional<Clock::time_point> t;
+    if (!p->tracers.empty()) t = Clock::now() + std::chrono::seconds(1);  // tracer expiry
     if (p->respawn_pending) t = p->respawn_at;
     if (p->restart_requested && !p->exited) t = p->kill_at;
     if (t && (!next || *t < *next)) next = t;
@@ -988,6 +1058,12 @@ void VmRunner::RunSupervisionDeadlines() {
   auto now = Clock::now();
   for (auto& p : processes_) {
     if (exit_code_.has_value()) return;
+    // A tracer that stopped repeating its request has gone away.
+    bool traced = !p->tracers.empty();
+    for (auto it = p->tracers.begin(); it != p->tracers.end();) {
+      it = now - it->second > std::chrono::seconds(3) ? p->tracers.erase(it) : std::next(it);
+    }
+    if (traced && p->tracers.empty()) SetDeviceTracing(*p, false);
     if (p->respawn_pending && now >= p->respawn_at) Respawn(*p);
     if (p->restart_requested && !p->exited && now >= p->kill_at) {
       HV_WARN("device '%s' (pid %d) did not stop for its successor; killing it", p->name.c_str(),

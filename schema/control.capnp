@@ -14,6 +14,9 @@ struct ControlRequest {
     restart @2 :Text;         # this device: a successor process resumes from its state
     debug @3 :Text;           # this device: a successor WITHOUT its sandbox, stopped
                               # (SIGSTOP) before it serves, for gdb to attach
+    trace @4 :Text;           # this device's messages, live: replies follow with
+                              # `trace` lines while the client repeats this request
+                              # at least every 3 s
   }
 }
 
@@ -25,6 +28,7 @@ struct ControlReply {
   error @0 :Text;       # empty: the request was carried out
   message @1 :Text;     # for people: what happened
   status @2 :VmStatus;  # for `status`
+  trace @3 :List(Text); # for `trace`: decoded messages to and from the device
 }
 
 struct VmStatus {

@@ -108,6 +108,8 @@ struct Message {
     start @6 :Void;               # run the vCPUs
     shutdown @7 :Void;            # stop and exit
     deviceControl @8 :DeviceControl;  # a request from the VM's control socket
+    # device -> broker
+    trace @9 :List(Text);         # accesses it handled while traced, decoded
   }
 }
 
@@ -116,6 +118,8 @@ struct DeviceControl {
   action @0 :Action;
   enum Action {
     powerButton @0;   # lpc: press the ACPI power button (`hvbroker stop`)
+    traceOn @1;       # report each access it handles (`hvbroker trace`)
+    traceOff @2;
   }
 }
 

@@ -305,5 +305,48 @@ TEST_F(RestartTest, DebugRestartsTheDeviceUnsandboxedAndStoppedForADebugger) {
   EXPECT_NE(up.err.find("now runs WITHOUT its sandbox"), std::string::npos) << up.err;
 }
 
+// `trace VM DEVICE`: the accesses the device handles, decoded, and the broker's
+// messages to and from it, live and across a restart.
+TEST_F(RestartTest, TraceShowsTheDevicesAccessesAndMessagesLive) {
+  BrokerRun up = StartBroker({"up", VmFile("", "")}, dir_);
+  ASSERT_TRUE(WaitFor(up, "idle: waiting for the power button\n")) << up.err;
+  // The idle guest reads PM1_STS (port 0x400, 2 bytes) over and over.
+  BrokerRun few = Command({"trace", "--count=3", "idle", "lpc"});
+  EXPECT_EQ(few.exit_code, 0) << few.err;
+  EXPECT_NE(few.err.find("tracing device 'lpc'"), std::string::npos) << few.err;
+  std::istringstream lines(few.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    ++n;
+    EXPECT_NE(line.find("vcpu-access"), std::string::npos) << line;
+    EXPECT_NE(line.find("pio read 0x400 size 2 -> 0"), std::string::npos) << line;
+  }
+  EXPECT_EQ(n, 3) << few.out;
+
+  BrokerRun live = StartBroker({"trace", "--seconds=4", "idle", "lpc"}, dir_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(Command({"restart", "idle", "lpc"}).exit_code, 0);
+  WaitBroker(live, 30000);
+  EXPECT_EQ(live.exit_code, 0) << live.err;
+  for (const char* want : {"broker -> device: shutdown (for a successor)",
+                           "exited with status 0", "device -> broker: hello",
+                           "broker -> device: configureDevice", "device -> broker: deviceReady",
+                           "serves again"}) {
+    EXPECT_NE(live.out.find(want), std::string::npos) << want << " in:\n" << live.out.substr(0, 2000);
+  }
+  // Accesses before and after the restart.
+  size_t restart_at = live.out.find("device -> broker: deviceReady");
+  EXPECT_NE(live.out.find("vcpu-access"), std::string::npos);
+  EXPECT_NE(live.out.find("vcpu-access", restart_at == std::string::npos ? 0 : restart_at),
+            std::string::npos);
+
+  BrokerRun core = Command({"trace", "--count=1", "idle", "core"});
+  EXPECT_EQ(core.exit_code, 1);
+  EXPECT_NE(core.err.find("hvcore is not traced"), std::string::npos) << core.err;
+  EXPECT_EQ(Command({"stop", "--force", "idle"}).exit_code, 0);
+  WaitBroker(up, 30000);
+}
+
 }  // namespace
 }  // namespace hv::test

@@ -105,6 +105,9 @@ class Runtime : public DeviceContext {
   // Returns false when the device must exit.
   bool HandleControl();
   size_t DrainChannel();
+  // `hvbroker trace`: each access handled, decoded, sent to the broker in batches.
+  void Trace(const IoAccess& access, uint64_t value);
+  void FlushTrace();
   void PollChannelBriefly();
 
   std::string name_;
@@ -123,6 +126,8 @@ class Runtime : public DeviceContext {
   std::string state_buffer_;                  // reused by every save
   uint32_t incarnation_ = 0;
   bool state_ready_ = false;  // restored (or fresh): saves may begin
+  bool tracing_ = false;
+  std::vector<std::string> trace_lines_;
   bool resumed_ = false;      // a successor that restored something to redo
 };
 
@@ -255,10 +260,35 @@ size_t Runtime::DrainChannel() {
   return channel_->Drain([this](const IoAccess& a) -> uint64_t {
     if (a.is_write) {
       model_->Write(a.space, a.addr, a.size, a.data);
+      if (tracing_) Trace(a, a.data);
       return 0;
     }
-    return model_->Read(a.space, a.addr, a.size);
+    uint64_t value = model_->Read(a.space, a.addr, a.size);
+    if (tracing_) Trace(a, value);
+    return value;
   });
+}
+
+void Runtime::Trace(const IoAccess& a, uint64_t value) {
+  const char* space = a.space == msg::AddressSpace::PIO    ? "pio"
+                      : a.space == msg::AddressSpace::MMIO ? "mmio"
+                                                           : "pci-config";
+  char line[160];
+  snprintf(line, sizeof(line), "%.6f vcpu-access #%u %s %s %#llx size %u %s %#llx",
+           MonotonicNs() / 1e9, a.seq, space, a.is_write ? "write" : "read",
+           static_cast<unsigned long long>(a.addr), a.size, a.is_write ? "data" : "->",
+           static_cast<unsigned long long>(value));
+  trace_lines_.emplace_back(line);
+  if (trace_lines_.size() >= 256) FlushTrace();
+}
+
+void Runtime::FlushTrace() {
+  if (trace_lines_.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto list = b.initRoot<msg::Message>().initTrace(trace_lines_.size());
+  for (size_t i = 0; i < trace_lines_.size(); ++i) list.set(i, trace_lines_[i]);
+  trace_lines_.clear();
+  (void)SendToPeer(socket_, b);
 }
 
 bool Runtime::HandleControl() {
@@ -282,6 +312,11 @@ bool Runtime::HandleControl() {
       case msg::Message::SHUTDOWN:
         return false;
       case msg::Message::DEVICE_CONTROL:
+        if (m.getDeviceControl().getAction() == msg::DeviceControl::Action::TRACE_ON ||
+            m.getDeviceControl().getAction() == msg::DeviceControl::Action::TRACE_OFF) {
+          tracing_ = m.getDeviceControl().getAction() == msg::DeviceControl::Action::TRACE_ON;
+          break;
+        }
         if (!model_->OnDeviceControl(m.getDeviceControl())) {
           HV_WARN("%s cannot carry out control request %d", name_.c_str(),
                   static_cast<int>(m.getDeviceControl().getAction()));
@@ -329,6 +364,7 @@ int Runtime::Run(const std::string& endpoint) {
       if (DrainChannel() > 0) PollChannelBriefly();
       may_sleep = channel_->PrepareToSleep();
     }
+    FlushTrace();  // before a sleep that may be long
     items.clear();
     item_fds.clear();
     items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
@@ -353,6 +389,7 @@ int Runtime::Run(const std::string& endpoint) {
     }
     // Input taken from a backend, a timer's effect: saved before anything else.
     if (events) SaveState();
+    FlushTrace();
   }
 }
 
