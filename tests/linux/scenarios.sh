@@ -55,7 +55,7 @@ boot() {
 }
 
 boot_once() {
-  local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} devices=${5:-} limit=360
+  local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} devices=${5:-} limit=${BOOT_LIMIT:-360}
   local file start ready="" dated="" end
   file=$(vm_file "$name" "$cpus" "$cmdline" "$com1" "$devices")
   start=$(now)
@@ -220,22 +220,24 @@ GUEST
 
 # Per-device restart: the guest writes and verifies 1 MiB chunks on a virtio-blk
 # disk (O_DIRECT, fsync) for a while, while the host SIGKILLs the disk's process
-# $HV_BLK_KILLS times (default 20) at random moments, for $HV_BLK_LOOP_SECONDS
-# (default 150: under the nested host a successor takes up to seconds to start). The broker restarts it each time
+# $HV_BLK_KILLS times (default 20) at random moments. The loop runs until the
+# host writes STOP into a second disk (vdb) once it has killed enough, or for
+# at most $HV_BLK_LOOP_SECONDS (default 400; the VM may take 560 s in all). The broker restarts it each time
 # (restart = onFailure); the successor resumes from the state region and redoes
 # the requests in flight. No I/O error, every read matches what was written,
 # the host file holds the last write of every chunk, and each successor is
 # sandboxed again (seccomp filter mode, namespaces of its own).
 BLK_KILLS=${HV_BLK_KILLS:-20}
 check_blk_restart() {
-  local a=$T/restart.img name=blkrestart
+  local a=$T/restart.img stop=$T/stop.img name=blkrestart
   truncate -s 64M "$a"
+  truncate -s 1M "$stop"
   local script
   script=$(base64 -w0 <<'GUEST'
 echo "blk-loop start"
 end=$(( $(date +%s) + LOOPSECONDS ))
 i=0; bad=0; slowest=0
-while [ "$(date +%s)" -lt "$end" ]; do
+while [ "$(date +%s)" -lt "$end" ] && [ "$(dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | head -c 4)" != STOP ]; do
   c=$((i % 16))
   dd if=/dev/urandom of=/chunk bs=64k count=16 2>/dev/null
   t0=$(cut -d' ' -f1 /proc/uptime)
@@ -254,29 +256,25 @@ echo "ioerrors=$(dmesg | grep -ci 'i/o error')"
 echo "blk-loop done iterations=$i bad=$bad slowest-ms=$slowest"
 GUEST
 )
-  script=$(echo "$script" | base64 -d | sed "s/LOOPSECONDS/${HV_BLK_LOOP_SECONDS:-150}/" | base64 -w0)
+  script=$(echo "$script" | base64 -d | sed "s/LOOPSECONDS/${HV_BLK_LOOP_SECONDS:-400}/" | base64 -w0)
   # The killer: waits for the loop, then kills the disk's process at random
-  # moments and checks each successor's sandbox. It finds the process among
-  # the broker's children by name (spawning `hvbroker status` each time is
-  # slow under the nested host).
+  # moments and checks each successor's sandbox. It learns each successor's
+  # pid from the broker's "serves again (pid N" line (spawning `hvbroker
+  # status` for every poll is slow under the nested host).
   (
     for _ in $(seq 1 900); do grep -q "blk-loop start" "$T/$name.out" 2>/dev/null && break; sleep 0.2; done
-    broker=$(cat "$HV_RUNTIME_DIR/$name/lock" 2>/dev/null)
-    disk_pid() {
-      local c
-      for c in $(cat /proc/"$broker"/task/*/children 2>/dev/null); do
-        [[ $(cat /proc/"$c"/comm 2>/dev/null) == hv-virtio-blk ]] && grep -q "^State:[[:space:]]*[RS]" /proc/"$c"/status 2>/dev/null && { echo "$c"; return; }
-      done
-    }
+    pid=$("$BROKER" status "$name" 2>/dev/null | awk '$1 == "disk" && $4 == "running" { print $3 }')
     for k in $(seq 1 "$BLK_KILLS"); do
       sleep "0.$((RANDOM % 5 + 1))"
-      pid=$(disk_pid)
-      [[ -n $pid ]] || { echo "no-process $k"; continue; }
+      [[ -n $pid ]] || { echo "no-process $k"; break; }
+      served=$(grep -c "serves again" "$T/$name.err")
       kill -9 "$pid" && echo "killed $k $pid"
       new=""
-      for _ in $(seq 1 600); do
-        new=$(disk_pid)
-        [[ -n $new && $new != "$pid" ]] && grep -q "serves again (pid $new" "$T/$name.err" && break
+      for _ in $(seq 1 3000); do
+        if (($(grep -c "serves again" "$T/$name.err") > served)); then
+          new=$(grep -o "serves again (pid [0-9]*" "$T/$name.err" | tail -1 | grep -o "[0-9]*$")
+          break
+        fi
         sleep 0.02
       done
       if [[ -n $new && $new != "$pid" ]] && grep -q "^Seccomp:[[:space:]]*2" "/proc/$new/status" &&
@@ -288,11 +286,14 @@ GUEST
       else
         echo "NOT-SANDBOXED $k ${new:-none}"
       fi
+      pid=$new
     done
+    # Enough: the guest's loop stops at its next round.
+    printf STOP | dd of="$stop" conv=notrunc 2>/dev/null
   ) >"$T/$name.killer" 2>&1 &
   local killer=$!
-  boot "$name" 2 "panic=-1 hv.run=$script" "(stdio = void)" \
-    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\", name = \"disk\", restart = (mode = onFailure, limit = 1000, windowSeconds = 600)),"
+  BOOT_LIMIT=560 boot "$name" 2 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\", name = \"disk\", restart = (mode = onFailure, limit = 1000, windowSeconds = 600)), (slot = 4, emulation = \"virtio-blk\", path = \"$stop\"),"
   wait "$killer"
   local out=$T/$name.out ok=1
   local killed sandboxed
