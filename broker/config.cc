@@ -244,6 +244,10 @@ absl::StatusOr<capnp::ConstSchema> ParseVmConstant(const std::string& path,
 
 }  // namespace
 
+bool CanRestart(DeviceProcessKind kind) {
+  return kind == DeviceProcessKind::kLpc || kind == DeviceProcessKind::kVirtioBlk;
+}
+
 absl::StatusOr<uint64_t> ParseMemorySize(const std::string& text) {
   size_t i = 0;
   uint64_t value = 0;
@@ -498,6 +502,25 @@ absl::StatusOr<VmConfig> LoadVmConfigText(const std::string& path, std::string t
         p.tap = parsed->tap_name;
       }
       config.processes.push_back(p);
+    }
+    if (!config.processes.empty() && config.processes.back().device_index == i) {
+      DeviceProcess& p = config.processes.back();
+      auto restart = d.getRestart();
+      p.restart_mode = restart.getMode();
+      p.restart_limit = restart.getLimit();
+      p.restart_window_s = restart.getWindowSeconds();
+      p.restart_backoff_ms = restart.getBackoffMs();
+      if (p.restart_mode != schema::RestartMode::NEVER && !CanRestart(p.kind)) {
+        check.Error(at + ".restart.mode",
+                    absl::StrCat("'", emulation, "' cannot restart yet: its process keeps no state "
+                                 "for a successor (lpc and virtio-blk do)"));
+      }
+      if (p.restart_mode != schema::RestartMode::NEVER && p.restart_window_s == 0) {
+        check.Error(at + ".restart.windowSeconds", "must be at least 1");
+      }
+      if (p.restart_backoff_ms > 60000) {
+        check.Error(at + ".restart.backoffMs", "at most 60000 (a minute)");
+      }
     }
     if (!ValidName(name, /*device=*/true)) {
       check.Error(at + ".name", absl::StrCat("'", name, "' is not a valid device name"));

@@ -37,7 +37,15 @@ struct DeviceProcess {
   bool no_cache = false;  // open with O_DIRECT
   bool sync = false;      // open with O_DSYNC
   std::vector<BackendFile> ports;  // ahci: port i's file, passed as "port<i>"
+  // When its process dies (RestartPolicy in vm.capnp).
+  schema::RestartMode restart_mode = schema::RestartMode::NEVER;
+  uint32_t restart_limit = 5;
+  uint32_t restart_window_s = 60;
+  uint32_t restart_backoff_ms = 0;
 };
+
+// Whether a kind's process keeps its state for a successor (restart).
+bool CanRestart(DeviceProcessKind kind);
 
 struct VmConfig {
   std::string path;      // the file, as given

@@ -317,5 +317,37 @@ TEST(MemorySizeTest, SuffixesAsBhyveReadsThem) {
   EXPECT_FALSE(ParseMemorySize("16777216T").ok());
 }
 
+TEST_F(ConfigTest, RestartPolicyIsReadAndOnlyDevicesWithStateMayRestart) {
+  std::ofstream(dir_ + "/disk.img") << std::string(4096, '\0');
+  std::string good = Write("good.capnp", std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 31, emulation = "lpc",
+              restart = (mode = onFailure, limit = 7, windowSeconds = 30, backoffMs = 50))],
+);
+)");
+  auto config = LoadVmConfig(good);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->processes.size(), 1u);
+  EXPECT_EQ(config->processes[0].restart_mode, schema::RestartMode::ON_FAILURE);
+  EXPECT_EQ(config->processes[0].restart_limit, 7u);
+  EXPECT_EQ(config->processes[0].restart_window_s, 30u);
+  EXPECT_EQ(config->processes[0].restart_backoff_ms, 50u);
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 31, emulation = "lpc"),
+             (slot = 4, emulation = "virtio-net", path = "user",
+              restart = (mode = always))],
+);
+)",
+              6, "devices[1].restart.mode: 'virtio-net' cannot restart yet");
+  ExpectError(std::string(kHeader) + R"(const vm :Vm = (
+  name = "x", boot = (kernel = "kernel.elf"),
+  devices = [(slot = 31, emulation = "lpc",
+              restart = (mode = always, windowSeconds = 0))],
+);
+)",
+              5, "devices[0].restart.windowSeconds: must be at least 1");
+}
+
 }  // namespace
 }  // namespace hv::broker

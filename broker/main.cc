@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "broker/bhyve_cli.h"
 #include "broker/config.h"
+#include "broker/control.h"
 #include "broker/vm_runner.h"
 #include "common/log.h"
 
@@ -26,6 +27,14 @@ Commands:
                     Run a VM given bhyve(8)'s command line (-c, -m, -s, -l, ...,
                     with --kernel FILE for what to boot), or write its VM file
                     with --print-config. See `hvbroker bhyve --help`.
+  ls                The VMs running under $HV_RUNTIME_DIR and their state.
+  status VM         Its processes: pids, sandbox, uptime, restarts, counters.
+  stop [--force] [--wait=SECONDS] VM
+                    Press the VM's ACPI power button; --force destroys it.
+  restart VM DEVICE Restart a device's process; its successor resumes its state.
+  debug VM DEVICE   Restart a device unsandboxed and stopped, for gdb to attach.
+  trace VM DEVICE   A device's register accesses and messages, decoded, live.
+  console VM [comN] Attach this terminal to a COM port (Ctrl-] detaches).
   help              This text.
 
 The VM file is a Cap'n Proto constant (see schema/vm.capnp and examples/):
@@ -39,6 +48,9 @@ Processes: hvbroker starts hvcore (the only holder of /dev/kvm) and one process
 per device (today: lpc, which has the COM ports and the debug exit port 0xf4).
 
 Options of `up`:
+  --detach            run the VM in the background; returns once it runs. COM
+                      ports on stdio become sockets (`hvbroker console VM`); the
+                      log is $HV_RUNTIME_DIR/VM.log
   --no-sandbox        run every process of the VM WITHOUT its sandbox (for gdb);
                       said loudly at start
   --no-sandbox=NAMES  only these processes (comma-separated: core, lpc, a disk's
@@ -90,6 +102,7 @@ int main(int argc, char** argv) {
   const std::string& command = args[0];
   if (command == "help" || command == "--help" || command == "-h") return Usage(stdout, 0);
   if (command == "bhyve") return hv::broker::BhyveMain({args.begin() + 1, args.end()});
+  if (hv::broker::IsControlCommand(command)) return hv::broker::RunControlCommand(args);
   if (command == "up" || command == "check") {
     hv::broker::RunOptions options;
     while (command == "up" && args.size() > 2 && args[1].rfind("--", 0) == 0) {
@@ -101,6 +114,8 @@ int main(int argc, char** argv) {
         for (auto name : absl::StrSplit(option.substr(strlen("--no-sandbox=")), ',')) {
           if (!name.empty()) options.no_sandbox.insert(std::string(name));
         }
+      } else if (option == "--detach") {
+        options.detached = true;
       } else if (option == "--seccomp-log") {
         options.seccomp_log = true;
       } else if (option.rfind("--uid-range=", 0) == 0) {
@@ -135,6 +150,7 @@ int main(int argc, char** argv) {
       for (const auto& p : config->processes) printf("  process %s\n", p.name.c_str());
       return 0;
     }
+    if (options.detached) return hv::broker::RunVmDetached(std::move(*config), options);
     return hv::broker::RunVm(std::move(*config), options);
   }
   fprintf(stderr, "hvbroker: unknown command '%s'\n\n", command.c_str());

@@ -23,7 +23,11 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "broker/control.h"
 #include "broker/spawn.h"
+#include "broker/supervisor.h"
+#include "common/device_state.h"
 #include "broker/vm_identity.h"
 #include "common/exit_channel.h"
 #include "common/fd.h"
@@ -48,6 +52,21 @@ struct Process {
   Fd seccomp_reports;  // read end of the pipe its SIGSYS handler reports on
   bool exited = false;
   bool ready = false;
+  Clock::time_point spawned_at;
+  uint32_t restarts = 0;  // successors started after a death
+  // Supervision (broker/supervisor.h).
+  Fd state;  // device: its state region (common/device_state.h), kept across deaths
+  std::unique_ptr<DeviceStateRegion> state_view;  // the broker's mapping, for counters
+  std::unique_ptr<RestartBudget> budget;
+  bool respawn_pending = false;  // dead; a successor starts at respawn_at
+  Clock::time_point respawn_at;
+  Clock::time_point died_at;
+  bool restart_requested = false;  // `hvbroker restart`: asked to stop for a successor
+  Clock::time_point kill_at;       // ... and killed if it has not by then
+  std::vector<std::string> waiting_clients;  // control clients told when it serves again
+  std::map<std::string, Clock::time_point> tracers;  // `hvbroker trace` clients, last heard
+  bool debug_next = false;  // `hvbroker debug`: its successor starts unsandboxed, stopped
+  std::vector<std::string> debug_clients;  // told the debug successor's pid once spawned
   Fd channel;   // device: its exit-channel memfd
   Fd doorbell;  // device: its doorbell eventfd
   // device: backend fds it inherits, by name ("com1.listen"); stdio is passed as 0/1.
@@ -115,7 +134,10 @@ absl::StatusOr<Fd> ListenUnix(const std::string& path) {
 class VmRunner {
  public:
   VmRunner(VmConfig config, const RunOptions& options)
-      : config_(std::move(config)), options_(options), router_(zmq_, zmq::socket_type::router) {}
+      : config_(std::move(config)),
+        options_(options),
+        router_(zmq_, zmq::socket_type::router),
+        control_(zmq_) {}
   ~VmRunner();
   int Run();
 
@@ -127,6 +149,18 @@ class VmRunner {
   absl::Status CheckRuntimeDirReachable() const;
   bool Sandboxed(const std::string& process_name) const;
   absl::Status SpawnAll();
+  absl::Status SpawnProcess(Process* p);
+  // Supervision: a device died while the VM ran, or was asked to restart.
+  void Supervise(Process& p, int wait_status, const std::string& what);
+  void Respawn(Process& p);
+  void ServeAgain(Process& p);
+  // The earliest supervision deadline (a successor to start, a process to kill).
+  std::optional<Clock::time_point> NextSupervisionDeadline() const;
+  void RunSupervisionDeadlines();
+  // `hvbroker trace`: lines to the device's tracers, and switching its tracing.
+  void TraceLines(Process& p, const std::vector<std::string>& lines);
+  void TraceNote(Process& p, const std::string& what);
+  void SetDeviceTracing(Process& p, bool on);
   absl::Status PrepareLpc(Process& p);
   absl::Status PrepareVirtioBlk(Process& p);
   absl::Status PrepareAhci(Process& p);
@@ -137,6 +171,15 @@ class VmRunner {
   // A device may claim config space only at its own slot and function.
   absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
+  // A request on the control socket (`hvbroker status`, `stop`, ...).
+  // Returns false when the reply is sent later (`restart`: once the successor serves).
+  bool OnControl(const std::string& client, ctl::ControlRequest::Reader request,
+                 ctl::ControlReply::Builder reply);
+  void FillStatus(ctl::VmStatus::Builder status);
+  // A COM port the guest's console uses: the broker's stdio, unless detached.
+  bool ComOnStdio(schema::Serial::Reader serial) const {
+    return serial.isStdio() && !options_.detached;
+  }
   void SendConfigureDevice(Process& p);
   void MaybeConfigureCore();
   void OnChildExit(Process& p);
@@ -158,6 +201,9 @@ class VmRunner {
   std::vector<GuestRamRegion> regions_;
   zmq::context_t zmq_{1};
   zmq::socket_t router_;
+  ControlServer control_;
+  Clock::time_point born_ = Clock::now();
+  std::vector<std::pair<std::string, std::string>> consoles_;  // COM port, socket path
   std::vector<std::unique_ptr<Process>> processes_;
   Fd signals_;
   TerminalMode terminal_;
@@ -173,6 +219,7 @@ VmRunner::~VmRunner() {
   for (const auto& path : socket_paths_) unlink(path.c_str());
   if (!runtime_dir_.empty()) {
     unlink((runtime_dir_ + "/broker.ctl").c_str());
+    unlink(ControlSocketPath(runtime_dir_).c_str());
     unlink((runtime_dir_ + "/lock").c_str());
     rmdir(runtime_dir_.c_str());
   }
@@ -283,6 +330,9 @@ absl::Status VmRunner::Prepare() {
 
   try {
     router_.set(zmq::sockopt::router_mandatory, 1);
+    // A device's successor connects under its predecessor's identity, maybe
+    // before the broker has seen the old connection close.
+    router_.set(zmq::sockopt::router_handover, 1);
     router_.set(zmq::sockopt::linger, 0);
     router_.bind(endpoint_);
   } catch (const zmq::error_t& e) {
@@ -293,6 +343,7 @@ absl::Status VmRunner::Prepare() {
     return ErrnoStatus("chown/chmod " + ctl);
   }
   if (auto s = CheckRuntimeDirReachable(); !s.ok()) return s;
+  if (auto s = control_.Bind(runtime_dir_); !s.ok()) return s;
 
   for (const auto& d : config_.processes) {
     auto p = std::make_unique<Process>();
@@ -309,6 +360,15 @@ absl::Status VmRunner::Prepare() {
     munmap(base, bytes);
     p->doorbell.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!p->doorbell.valid()) return ErrnoStatus("eventfd");
+    // The state region outlives each of the device's processes.
+    p->state.Reset(memfd_create(("hv-state:" + d.name).c_str(), MFD_CLOEXEC));
+    if (!p->state.valid()) return ErrnoStatus("memfd_create state region");
+    if (auto s = InitDeviceStateRegion(p->state.get(), kDeviceStateBytes); !s.ok()) return s;
+    auto view = DeviceStateRegion::Map(p->state.get());
+    if (!view.ok()) return view.status();
+    p->state_view = std::move(*view);
+    p->budget = std::make_unique<RestartBudget>(d.restart_mode, d.restart_limit,
+                                                d.restart_window_s, d.restart_backoff_ms);
     if (d.kind == DeviceProcessKind::kLpc) {
       if (auto s = PrepareLpc(*p); !s.ok()) return s;
     }
@@ -355,11 +415,15 @@ absl::Status VmRunner::PrepareLpc(Process& p) {
   auto lpc = config_.vm().getLpc();
   schema::Serial::Reader serials[] = {lpc.getCom1(), lpc.getCom2(), lpc.getCom3(), lpc.getCom4()};
   for (int i = 0; i < 4; ++i) {
-    if (!serials[i].isSocket()) continue;
-    std::string path = serials[i].getSocket();
+    // Detached, a console on stdio becomes a socket `hvbroker console` attaches to.
+    bool detached_stdio = serials[i].isStdio() && options_.detached;
+    if (!serials[i].isSocket() && !detached_stdio) continue;
+    std::string path = detached_stdio ? absl::StrCat(runtime_dir_, "/com", i + 1, ".sock")
+                                      : std::string(serials[i].getSocket());
     auto fd = ListenUnix(path);
     if (!fd.ok()) return fd.status();
     socket_paths_.push_back(path);
+    consoles_.push_back({absl::StrCat("com", i + 1), path});
     p.backend_fds.push_back({absl::StrCat("com", i + 1, ".listen"), std::move(*fd)});
   }
   return absl::OkStatus();
@@ -454,6 +518,13 @@ absl::Status VmRunner::PrepareVirtioNet(Process& p) {
 
 absl::Status VmRunner::SpawnAll() {
   for (auto& p : processes_) {
+    if (auto s = SpawnProcess(p.get()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VmRunner::SpawnProcess(Process* p) {
+  {
     std::string path;
     std::vector<int> keep = {ram_.get()};
     if (p->is_core) {
@@ -496,6 +567,7 @@ absl::Status VmRunner::SpawnAll() {
         if (irq.resample.valid()) keep.push_back(irq.resample.get());
       }
       for (auto& [name, fd] : p->backend_fds) keep.push_back(fd.get());
+      if (p->state.valid()) keep.push_back(p->state.get());
     }
     std::vector<std::string> args = {"--ctl", endpoint_};
     if (p->is_core) {
@@ -506,7 +578,8 @@ absl::Status VmRunner::SpawnAll() {
       args.push_back("--name");
       args.push_back(p->name);
     }
-    p->sandboxed = Sandboxed(p->name);
+    p->sandboxed = Sandboxed(p->name) && !p->debug_next;
+    if (p->debug_next) args.push_back("--stop-for-debugger");
     Fd report_write;
     SandboxSpawn box;
     if (p->sandboxed) {
@@ -531,6 +604,7 @@ absl::Status VmRunner::SpawnAll() {
     auto child = Spawn(path, args, keep, p->sandboxed ? &box : nullptr);
     if (!child.ok()) return child.status();
     p->child = std::move(*child);
+    p->spawned_at = Clock::now();
     HV_DEBUG("started %s: pid %d%s", p->name.c_str(), p->child.pid,
              p->sandboxed ? " (sandboxed)" : " (NOT sandboxed)");
   }
@@ -543,6 +617,14 @@ void VmRunner::SendConfigureDevice(Process& p) {
   auto c = b.initRoot<msg::Message>().initConfigureDevice();
   c.setDevice(vm.getDevices()[p.device->device_index]);
   c.setLpc(vm.getLpc());
+  for (size_t i = 0; i < consoles_.size(); ++i) {
+    // Detached: the ports that were on stdio are on their sockets now.
+    auto lpc = c.getLpc();
+    schema::Serial::Builder serials[] = {lpc.getCom1(), lpc.getCom2(), lpc.getCom3(),
+                                         lpc.getCom4()};
+    int com = consoles_[i].first.back() - '1';
+    if (serials[com].isStdio()) serials[com].setSocket(consoles_[i].second);
+  }
   FillRamRegions(regions_, c.initRam(regions_.size()));
   c.setRamSize(config_.memory_bytes);
   c.setVcpus(vm.getCpus());
@@ -557,6 +639,8 @@ void VmRunner::SendConfigureDevice(Process& p) {
   c.setRamFd(ram_.get());
   c.setChannelFd(p.channel.get());
   c.setDoorbellFd(p.doorbell.get());
+  c.setStateFd(p.state.valid() ? p.state.get() : -1);
+  c.setIncarnation(p.restarts);
   std::vector<std::pair<std::string, int>> fds;
   for (auto& [name, fd] : p.backend_fds) fds.push_back({name, fd.get()});
   for (auto& irq : p.irqs) {
@@ -573,7 +657,7 @@ void VmRunner::SendConfigureDevice(Process& p) {
     schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
                                         vm.getLpc().getCom3(), vm.getLpc().getCom4()};
     for (int i = 0; i < 4; ++i) {
-      if (!serials[i].isStdio()) continue;
+      if (!ComOnStdio(serials[i])) continue;
       fds.push_back({absl::StrCat("com", i + 1, ".in"), STDIN_FILENO});
       fds.push_back({absl::StrCat("com", i + 1, ".out"), STDOUT_FILENO});
     }
@@ -588,6 +672,8 @@ void VmRunner::SendConfigureDevice(Process& p) {
   if (auto s = SendToIdentity(router_, p.name, b); !s.ok()) {
     BeginStop(kExitStartFailed, std::string(s.message()));
   }
+  TraceNote(p, absl::StrCat("broker -> device: configureDevice (", fds.size(), " fds, incarnation ",
+                            p.restarts, ")"));
 }
 
 void VmRunner::MaybeConfigureCore() {
@@ -654,6 +740,20 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
     HV_WARN("message from unknown peer '%s' ignored", from.c_str());
     return;
   }
+  if (m.which() == msg::Message::TRACE) {
+    std::vector<std::string> lines;
+    for (auto line : m.getTrace()) lines.push_back(line);
+    TraceLines(*p, lines);
+    return;
+  }
+  if (!p->tracers.empty()) {
+    const char* names[] = {"hello", "deviceReady", "coreReady", "guestExit"};
+    int which = static_cast<int>(m.which());
+    TraceNote(*p, absl::StrCat("device -> broker: ", which < 4 ? names[which] : "message ",
+                               which < 4 ? "" : absl::StrCat(which),
+                               m.isGuestExit() ? absl::StrCat(" (", m.getGuestExit().getDetail().cStr(), ")")
+                                               : ""));
+  }
   switch (m.which()) {
     case msg::Message::HELLO:
       // A sandboxed process is pid 1 of its own pid namespace.
@@ -680,7 +780,11 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
         p->ranges.push_back(r);
       }
       p->ready = true;
-      MaybeConfigureCore();
+      if (core_configured_) {
+        ServeAgain(*p);  // a successor: the core already routes to its channel
+      } else {
+        MaybeConfigureCore();
+      }
       break;
     }
     case msg::Message::CORE_READY: {
@@ -692,6 +796,11 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
       }
       started_ = true;
       HV_DEBUG("VM '%s' started", name_.c_str());
+      if (options_.detach_ready_fd >= 0) {
+        // `up --detach` returns now.
+        (void)WriteFull(options_.detach_ready_fd, "R", 1);
+        close(std::exchange(options_.detach_ready_fd, -1));
+      }
       break;
     }
     case msg::Message::GUEST_EXIT: {
@@ -723,6 +832,281 @@ void VmRunner::OnMessage(const std::string& from, msg::Message::Reader m) {
     }
     default:
       HV_WARN("unexpected message %d from %s", static_cast<int>(m.which()), from.c_str());
+  }
+}
+
+bool VmRunner::OnControl(const std::string& client, ctl::ControlRequest::Reader request,
+                         ctl::ControlReply::Builder reply) {
+  switch (request.which()) {
+    case ctl::ControlRequest::TRACE: {
+      std::string device = request.getTrace();
+      Process* p = Find(device);
+      if (p == nullptr || p->is_core) {
+        reply.setError(p == nullptr ? absl::StrCat("VM '", name_, "' has no device '", device, "'")
+                                    : "hvcore is not traced; trace one of its devices");
+        break;
+      }
+      bool known = p->tracers.count(client) != 0;
+      p->tracers[client] = Clock::now();
+      if (known) return false;  // a keep-alive: nothing to answer
+      if (p->tracers.size() == 1) SetDeviceTracing(*p, true);
+      reply.setMessage(absl::StrCat("tracing device '", device, "' (pid ", p->child.pid,
+                                    "): the register accesses it handles and the broker's "
+                                    "messages to and from it"));
+      break;
+    }
+    case ctl::ControlRequest::RESTART:
+    case ctl::ControlRequest::DEBUG: {
+      bool debug = request.which() == ctl::ControlRequest::DEBUG;
+      std::string device = debug ? request.getDebug() : request.getRestart();
+      Process* p = Find(device);
+      if (p == nullptr || p->is_core) {
+        std::string names;
+        for (auto& q : processes_) {
+          if (!q->is_core) names += (names.empty() ? "" : ", ") + q->name;
+        }
+        reply.setError(p == nullptr ? absl::StrCat("VM '", name_, "' has no device '", device,
+                                                   "' (its devices: ", names, ")")
+                                    : "hvcore holds the VM itself: it cannot restart");
+        break;
+      }
+      if (!CanRestart(p->device->kind)) {
+        reply.setError(absl::StrCat("device '", device, "' keeps no state for a successor yet, ",
+                                    "so restarting it would lose what the guest expects of it"));
+        break;
+      }
+      if (!started_ || exit_code_.has_value()) {
+        reply.setError(absl::StrCat("VM '", name_, "' is not running"));
+        break;
+      }
+      if (debug) {
+        if (p->exited || p->restart_requested || !p->ready) {
+          reply.setError(absl::StrCat("device '", device, "' is restarting; try again"));
+          break;
+        }
+        p->debug_next = true;
+        p->debug_clients.push_back(client);
+      } else {
+        p->waiting_clients.push_back(client);
+      }
+      if (p->exited || p->restart_requested || !p->ready) return false;  // one is on its way
+      // It stops between two accesses, its state saved; a successor resumes.
+      p->restart_requested = true;
+      p->kill_at = Clock::now() + std::chrono::seconds(3);
+      capnp::MallocMessageBuilder b;
+      b.initRoot<msg::Message>().setShutdown();
+      (void)SendToIdentity(router_, p->name, b);
+      TraceNote(*p, "broker -> device: shutdown (for a successor)");
+      HV_INFO("restarting device '%s' (pid %d) on request%s", p->name.c_str(), p->child.pid,
+              debug ? ", without its sandbox, for a debugger" : "");
+      return false;
+    }
+    case ctl::ControlRequest::STATUS:
+      FillStatus(reply.initStatus());
+      break;
+    case ctl::ControlRequest::STOP: {
+      if (request.getStop().getForce()) {
+        HV_INFO("VM '%s' is destroyed on request (stop --force)", name_.c_str());
+        BeginStop(kExitStopped, "destroyed by `hvbroker stop --force`");
+        reply.setMessage(absl::StrCat("VM '", name_, "' destroyed"));
+        break;
+      }
+      // The guest shuts down as after a press of its power button: the lpc's
+      // ACPI PM sets PWRBTN_STS and raises the SCI.
+      Process* lpc = nullptr;
+      for (auto& p : processes_) {
+        if (!p->is_core && p->device->kind == DeviceProcessKind::kLpc) lpc = p.get();
+      }
+      if (lpc == nullptr || !started_ || lpc->exited) {
+        reply.setError(absl::StrCat("VM '", name_, "' has no running lpc device, so no ACPI power ",
+                                    "button (`stop --force` destroys it)"));
+        break;
+      }
+      capnp::MallocMessageBuilder b;
+      b.initRoot<msg::Message>().initDeviceControl().setAction(
+          msg::DeviceControl::Action::POWER_BUTTON);
+      if (auto s = SendToIdentity(router_, lpc->name, b); !s.ok()) {
+        reply.setError(std::string(s.message()));
+        break;
+      }
+      TraceNote(*lpc, "broker -> device: deviceControl(powerButton)");
+      HV_INFO("VM '%s': power button pressed on request (stop)", name_.c_str());
+      reply.setMessage(absl::StrCat("pressed the ACPI power button of VM '", name_,
+                                    "'; the guest shuts down if it listens (`stop --force` destroys it)"));
+      break;
+    }
+    default:
+      reply.setError("this broker does not know that request");
+  }
+  return true;
+}
+
+void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
+  auto ms = [](Clock::duration d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  };
+  auto now = Clock::now();
+  status.setName(name_);
+  status.setState(exit_code_.has_value() ? "stopping" : started_ ? "running" : "starting");
+  status.setBrokerPid(getpid());
+  status.setUptimeMs(ms(now - born_));
+  status.setVmUid(identity_.uid);
+  auto list = status.initProcesses(processes_.size());
+  for (size_t i = 0; i < processes_.size(); ++i) {
+    const Process& p = *processes_[i];
+    auto out = list[i];
+    out.setName(p.name);
+    const char* kind = "hvcore";
+    if (!p.is_core) {
+      kind = p.device->kind == DeviceProcessKind::kLpc         ? "lpc"
+             : p.device->kind == DeviceProcessKind::kVirtioBlk ? "virtio-blk"
+             : p.device->kind == DeviceProcessKind::kVirtioNet ? "virtio-net"
+                                                               : "device";
+    }
+    out.setKind(kind);
+    out.setPid(p.exited ? -1 : p.child.pid);
+    out.setState(p.respawn_pending ? "restarting"
+                 : p.exited        ? "exited"
+                 : p.ready         ? "running"
+                                   : "starting");
+    if (p.state_view != nullptr) {
+      auto counters = out.initCounters(1);
+      counters[0].setName("stateSaves");
+      counters[0].setValue(p.state_view->saves());
+    }
+    out.setSandboxed(p.sandboxed);
+    out.setUptimeMs(p.exited ? 0 : ms(now - p.spawned_at));
+    out.setRestarts(p.restarts);
+  }
+  auto consoles = status.initConsoles(consoles_.size());
+  for (size_t i = 0; i < consoles_.size(); ++i) {
+    consoles[i].setName(consoles_[i].first);
+    consoles[i].setPath(consoles_[i].second);
+  }
+}
+
+void VmRunner::Supervise(Process& p, int wait_status, const std::string& what) {
+  TraceNote(p, absl::StrCat("process: ", what));
+  p.died_at = Clock::now();
+  p.ready = false;
+  if (p.restart_requested) {
+    // `hvbroker restart`: stopped between two accesses with its state saved.
+    p.restart_requested = false;
+    p.respawn_pending = true;
+    p.respawn_at = p.died_at;
+    HV_INFO("%s stopped for a successor", what.c_str());
+    return;
+  }
+  RestartDecision d = p.budget->OnDeath(p.died_at, wait_status);
+  if (!d.restart) {
+    BeginStop(kExitProcessCrashed,
+              absl::StrCat(what, " while the VM was running; not restarted: ", d.reason));
+    return;
+  }
+  HV_WARN("%s; restarting it (%s)%s", what.c_str(), d.reason.c_str(),
+          d.delay.count() > 0 ? absl::StrCat(" in ", d.delay.count(), " ms").c_str() : "");
+  p.respawn_pending = true;
+  p.respawn_at = p.died_at + d.delay;
+}
+
+void VmRunner::Respawn(Process& p) {
+  p.respawn_pending = false;
+  p.exited = false;
+  p.ready = false;
+  ++p.restarts;
+  p.seccomp_reports.Reset();
+  if (auto s = SpawnProcess(&p); !s.ok()) {
+    BeginStop(kExitProcessCrashed, absl::StrCat("cannot start a successor for device '", p.name,
+                                                "': ", s.message()));
+    return;
+  }
+  if (p.debug_next) {
+    p.debug_next = false;
+    HV_WARN("*** device '%s' now runs WITHOUT its sandbox (pid %d), stopped for a debugger ***",
+            p.name.c_str(), p.child.pid);
+    for (const auto& client : std::exchange(p.debug_clients, {})) {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<ctl::ControlReply>().setMessage(absl::StrFormat(
+          "device '%s' restarted WITHOUT its sandbox as pid %d, stopped before it serves "
+          "(the guest waits on it).\nAttach:   gdb -p %d   (then `continue`)\nOr let it "
+          "run:   kill -CONT %d\nIt stays unsandboxed until `hvbroker restart %s %s`.",
+          p.name, p.child.pid, p.child.pid, p.child.pid, name_, p.name));
+      control_.Reply(client, b);
+    }
+  }
+}
+
+void VmRunner::ServeAgain(Process& p) {
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - p.died_at).count();
+  if (!p.tracers.empty()) {
+    SetDeviceTracing(p, true);  // the successor starts untraced
+    TraceNote(p, absl::StrFormat("process: successor pid %d serves again after %.1f ms", p.child.pid, ms));
+  }
+  HV_INFO("device '%s' serves again (pid %d%s), %.1f ms after its predecessor ended",
+          p.name.c_str(), p.child.pid, p.sandboxed ? ", sandboxed" : ", NOT sandboxed", ms);
+  for (const auto& client : p.waiting_clients) {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<ctl::ControlReply>().setMessage(
+        absl::StrFormat("device '%s' restarted: pid %d serves again after %.1f ms", p.name,
+                        p.child.pid, ms));
+    control_.Reply(client, b);
+  }
+  p.waiting_clients.clear();
+}
+
+void VmRunner::TraceLines(Process& p, const std::vector<std::string>& lines) {
+  if (p.tracers.empty() || lines.empty()) return;
+  for (const auto& [client, seen] : p.tracers) {
+    capnp::MallocMessageBuilder b;
+    auto list = b.initRoot<ctl::ControlReply>().initTrace(lines.size());
+    for (size_t i = 0; i < lines.size(); ++i) list.set(i, lines[i]);
+    control_.Reply(client, b);
+  }
+}
+
+void VmRunner::TraceNote(Process& p, const std::string& what) {
+  if (p.tracers.empty()) return;
+  double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  TraceLines(p, {absl::StrFormat("%.6f %s", now, what)});
+}
+
+void VmRunner::SetDeviceTracing(Process& p, bool on) {
+  if (p.exited || !p.ready) return;  // a successor is told once it serves
+  capnp::MallocMessageBuilder b;
+  b.initRoot<msg::Message>().initDeviceControl().setAction(
+      on ? msg::DeviceControl::Action::TRACE_ON : msg::DeviceControl::Action::TRACE_OFF);
+  (void)SendToIdentity(router_, p.name, b);
+}
+
+std::optional<Clock::time_point> VmRunner::NextSupervisionDeadline() const {
+  std::optional<Clock::time_point> next;
+  for (const auto& p : processes_) {
+    std::optional<Clock::time_point> t;
+    if (!p->tracers.empty()) t = Clock::now() + std::chrono::seconds(1);  // tracer expiry
+    if (p->respawn_pending) t = p->respawn_at;
+    if (p->restart_requested && !p->exited) t = p->kill_at;
+    if (t && (!next || *t < *next)) next = t;
+  }
+  return next;
+}
+
+void VmRunner::RunSupervisionDeadlines() {
+  auto now = Clock::now();
+  for (auto& p : processes_) {
+    if (exit_code_.has_value()) return;
+    // A tracer that stopped repeating its request has gone away.
+    bool traced = !p->tracers.empty();
+    for (auto it = p->tracers.begin(); it != p->tracers.end();) {
+      it = now - it->second > std::chrono::seconds(3) ? p->tracers.erase(it) : std::next(it);
+    }
+    if (traced && p->tracers.empty()) SetDeviceTracing(*p, false);
+    if (p->respawn_pending && now >= p->respawn_at) Respawn(*p);
+    if (p->restart_requested && !p->exited && now >= p->kill_at) {
+      HV_WARN("device '%s' (pid %d) did not stop for its successor; killing it", p->name.c_str(),
+              p->child.pid);
+      kill(p->child.pid, SIGKILL);
+      p->kill_at = now + std::chrono::hours(1);  // its death arrives through the pidfd
+    }
   }
 }
 
@@ -781,7 +1165,10 @@ void VmRunner::OnChildExit(Process& p) {
              report.syscall_nr, report.arch,
              static_cast<unsigned long long>(report.instruction_pointer));
   }
-  if (!exit_code_.has_value()) {
+  if (!exit_code_.has_value() && !p.is_core && core_configured_) {
+    Supervise(p, status, absl::StrCat(what, " (pid ", p.child.pid, ") ", DescribeWaitStatus(status),
+                                      forbidden));
+  } else if (!exit_code_.has_value()) {
     BeginStop(kExitProcessCrashed, absl::StrCat(what, " (pid ", p.child.pid, ") ",
                                                 DescribeWaitStatus(status), forbidden,
                                                 " while the VM was running"));
@@ -833,15 +1220,28 @@ int VmRunner::Run() {
   schema::Serial::Reader serials[] = {vm.getLpc().getCom1(), vm.getLpc().getCom2(),
                                       vm.getLpc().getCom3(), vm.getLpc().getCom4()};
   for (auto& s : serials) {
-    if (s.isStdio()) terminal_.MakeRaw();
+    if (ComOnStdio(s)) terminal_.MakeRaw();
   }
   auto start_deadline = Clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
   while (!exit_code_.has_value()) {
     std::vector<zmq::pollitem_t> items;
     items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signals_.get(), ZMQ_POLLIN, 0});
-    for (auto& p : processes_) items.push_back({nullptr, p->child.pidfd.get(), ZMQ_POLLIN, 0});
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(started_ ? -1 : 200));
+    items.push_back({control_.handle(), 0, ZMQ_POLLIN, 0});
+    constexpr size_t kFirstChild = 3;
+    std::vector<Process*> watched;  // live processes, by their pidfd
+    for (auto& p : processes_) {
+      if (p->exited) continue;
+      items.push_back({nullptr, p->child.pidfd.get(), ZMQ_POLLIN, 0});
+      watched.push_back(p.get());
+    }
+    long timeout_ms = started_ ? -1 : 200;
+    if (auto next = NextSupervisionDeadline()) {
+      long until = std::max<long>(
+          0, std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count());
+      timeout_ms = timeout_ms < 0 ? until : std::min(timeout_ms, until);
+    }
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
     if (!started_ && Clock::now() > start_deadline) {
       BeginStop(kExitStartFailed, "the VM's processes did not become ready in time");
       break;
@@ -865,8 +1265,26 @@ int VmRunner::Run() {
       }
       OnMessage(identity.to_string(), received.get());
     }
-    for (size_t i = 0; i < processes_.size(); ++i) {
-      if ((items[2 + i].revents & ZMQ_POLLIN) && !processes_[i]->exited) OnChildExit(*processes_[i]);
+    if (items[2].revents & ZMQ_POLLIN) {
+      control_.ServePending([this](const std::string& client, ctl::ControlRequest::Reader request,
+                                   ctl::ControlReply::Builder reply) {
+        return OnControl(client, request, reply);
+      });
+    }
+    for (size_t i = 0; i < watched.size(); ++i) {
+      if ((items[kFirstChild + i].revents & ZMQ_POLLIN) && !watched[i]->exited) {
+        OnChildExit(*watched[i]);
+      }
+    }
+    RunSupervisionDeadlines();
+  }
+  for (auto& p : processes_) {
+    for (const auto& client : p->waiting_clients) {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<ctl::ControlReply>().setError(
+          absl::StrCat("VM '", name_, "' ended before device '", p->name, "' served again: ",
+                       exit_reason_));
+      control_.Reply(client, b);
     }
   }
   Shutdown();

@@ -33,6 +33,10 @@ struct RunOptions {
   // Forbidden calls are logged by the kernel, not fatal (--seccomp-log).
   bool seccomp_log = false;
   UidRange uid_range;
+  // `up --detach`: COM ports on stdio become sockets in the runtime directory,
+  // and once the VM runs the broker writes one byte to `detach_ready_fd`.
+  bool detached = false;
+  int detach_ready_fd = -1;
 };
 
 int RunVm(VmConfig config, const RunOptions& options);

@@ -208,7 +208,38 @@ ExitChannelServer::ExitChannelServer(void* base, uint32_t vcpus, int doorbell_fd
     : header_(static_cast<ExitChannelHeader*>(base)),
       rings_(RingsOf(base)),
       vcpus_(vcpus),
-      doorbell_fd_(doorbell_fd) {}
+      doorbell_fd_(doorbell_fd),
+      progress_(vcpus) {
+  // A successor without saved state goes on from what the rings say.
+  for (uint32_t v = 0; v < vcpus_; ++v) {
+    ExitRing& ring = rings_[v];
+    progress_[v].tail = ring.tail.load(std::memory_order_relaxed);
+    progress_[v].handled_seq = ring.handled_seq.load(std::memory_order_relaxed);
+    progress_[v].reply_seq = ring.reply_seq.load(std::memory_order_relaxed);
+    progress_[v].reply_data = ring.reply_data.load(std::memory_order_relaxed);
+  }
+}
+
+void ExitChannelServer::Restore(const std::vector<ExitRingProgress>& saved) {
+  for (uint32_t v = 0; v < vcpus_ && v < saved.size(); ++v) {
+    ExitRing& ring = rings_[v];
+    const ExitRingProgress& p = saved[v];
+    uint32_t head = ring.head.load(std::memory_order_acquire);
+    uint32_t tail = ring.tail.load(std::memory_order_relaxed);
+    // The saved tail lies between what the ring shows consumed and what was posted.
+    if (static_cast<int32_t>(head - p.tail) < 0 || static_cast<int32_t>(p.tail - tail) < 0) {
+      continue;
+    }
+    progress_[v] = p;
+    ring.handled_seq.store(p.handled_seq, std::memory_order_release);
+    ring.tail.store(p.tail, std::memory_order_release);
+    if (ring.reply_seq.load(std::memory_order_relaxed) != p.reply_seq) {
+      ring.reply_data.store(p.reply_data, std::memory_order_relaxed);
+      ring.reply_seq.store(p.reply_seq, std::memory_order_seq_cst);
+      FutexWakeAll(&ring.reply_seq);
+    }
+  }
+}
 
 size_t ExitChannelServer::Drain(const Handler& handler) {
   size_t handled = 0;
@@ -220,10 +251,23 @@ size_t ExitChannelServer::Drain(const Handler& handler) {
       if (tail == head) break;
       auto access = DecodeIoAccess(ring.slots[tail % kExitRingSlots]);
       ++tail;
-      ring.tail.store(tail, std::memory_order_release);
       ++handled;
-      if (!access.ok()) continue;  // only the core writes slots; a bad one is skipped
+      ExitRingProgress& progress = progress_[v];
+      progress.tail = tail;
+      if (!access.ok()) {  // only the core writes slots; a bad one is skipped
+        ring.tail.store(tail, std::memory_order_release);
+        continue;
+      }
       uint64_t value = handler(*access);
+      progress.handled_seq = access->seq;
+      if (!access->is_write) {
+        progress.reply_seq = access->seq;
+        progress.reply_data = value;
+      }
+      // The access is in the device's state before the vCPU can see it done
+      // (the slot free, the reply): a successor neither loses nor repeats it.
+      if (commit_) commit_();
+      ring.tail.store(tail, std::memory_order_release);
       // After the handler: published registers it changed are already updated.
       ring.handled_seq.store(access->seq, std::memory_order_release);
       if (!access->is_write) {
@@ -248,6 +292,20 @@ bool ExitChannelServer::AnyPending() const {
 
 int ExitChannelServer::AddPublished(msg::AddressSpace space, uint64_t addr, uint8_t size,
                                     uint64_t unaffected_by) {
+  uint64_t key = PublishedKey(space, addr, size);
+  // A successor process takes over its predecessor's entry: it starts
+  // unpublished until the successor has restored the register and says so.
+  for (int i = 0; i < kPublishedRegisters; ++i) {
+    PublishedRegister& r = header_->published[i];
+    if (r.key.load(std::memory_order_relaxed) != key) continue;
+    uint32_t version = r.version.load(std::memory_order_relaxed);
+    r.version.store(version | 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    r.valid.store(0, std::memory_order_relaxed);
+    r.unaffected_by.store(unaffected_by, std::memory_order_relaxed);
+    r.version.store((version | 1) + 1, std::memory_order_release);
+    return i;
+  }
   for (int i = 0; i < kPublishedRegisters; ++i) {
     PublishedRegister& r = header_->published[i];
     if (r.key.load(std::memory_order_relaxed) != 0) continue;

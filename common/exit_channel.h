@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -124,6 +125,15 @@ class ExitChannelClient {
   uint64_t published_reads_ = 0;
 };
 
+// How far a device got in one ring: what a successor process resumes from.
+struct ExitRingProgress {
+  uint32_t tail = 0;         // slots consumed
+  uint32_t handled_seq = 0;  // seq of the last access handled
+  uint32_t reply_seq = 0;    // seq of the last read answered
+  uint32_t pad = 0;
+  uint64_t reply_data = 0;   // its value
+};
+
 // The device side of all the rings of one channel. Single-threaded.
 class ExitChannelServer {
  public:
@@ -144,6 +154,17 @@ class ExitChannelServer {
   void Woke();
   int doorbell_fd() const { return doorbell_fd_; }
 
+  // Restart: called after an access was handled and progress() counts it, and
+  // before the vCPU can see that (its slot consumed, a read's reply): the
+  // device saves its state there, so that a successor neither loses nor
+  // repeats the access.
+  void SetCommitHook(std::function<void()> hook) { commit_ = std::move(hook); }
+  const std::vector<ExitRingProgress>& progress() const { return progress_; }
+  // A successor resumes from `saved` (its predecessor's last commit): the
+  // slots it consumed are skipped and a read it answered is answered again in
+  // case the vCPU has not seen it. Entries that do not fit the ring are ignored.
+  void Restore(const std::vector<ExitRingProgress>& saved);
+
   // Offers the register (space, addr, size) for the core to read from shared
   // memory; `unaffected_by` is a write target (PublishedKey with size 0) that
   // never changes it, or 0. Returns its handle, or -1 when the table is full.
@@ -161,6 +182,8 @@ class ExitChannelServer {
   ExitRing* rings_;
   uint32_t vcpus_;
   int doorbell_fd_;
+  std::vector<ExitRingProgress> progress_;
+  std::function<void()> commit_;
 };
 
 }  // namespace hv

@@ -117,6 +117,99 @@ TEST(ExitChannelTest, ReadFromDeadDeviceIsAbandoned) {
   munmap(base, bytes);
 }
 
+// A device process that dies after it handled (and committed) accesses but
+// before the vCPU saw them: its successor resumes from the committed progress,
+// so the vCPU gets the read's answer and nothing is handled twice.
+TEST(ExitChannelTest, ASuccessorResumesFromTheCommittedProgress) {
+  size_t bytes = ExitChannelBytes(1);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(base, MAP_FAILED);
+  InitExitChannel(base, 1);
+  int doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  auto* header = static_cast<ExitChannelHeader*>(base);
+  auto* rings = reinterpret_cast<ExitRing*>(static_cast<uint8_t*>(base) + sizeof(*header));
+  ExitChannelClient client(header, &rings[0], doorbell);
+  // A write then a read of a counter register: the write adds, the read returns the sum.
+  ASSERT_TRUE(client.PostWrite(msg::AddressSpace::PIO, 0x10, 1, 5, [] { return false; }).ok());
+  std::atomic<bool> done{false};
+  uint64_t answer = 0;
+  std::thread vcpu([&] {
+    auto v = client.Read(msg::AddressSpace::PIO, 0x10, 1, [] { return false; });
+    answer = v.ok() ? *v : ~0ull;
+    done = true;
+  });
+  while (rings[0].head.load() != 2) std::this_thread::yield();
+
+  struct Saved {
+    uint64_t counter;
+    std::vector<ExitRingProgress> progress;
+  } saved{0, {}};
+  uint64_t counter = 0;
+  int handled_by_first = 0;
+  {
+    ExitChannelServer first(base, 1, doorbell);
+    first.SetCommitHook([&] {
+      saved = {counter, first.progress()};
+      if (handled_by_first == 2) throw 1;  // dies before the read's reply is out
+    });
+    EXPECT_ANY_THROW(first.Drain([&](const IoAccess& a) -> uint64_t {
+      ++handled_by_first;
+      if (a.is_write) counter += a.data;
+      return counter;
+    }));
+  }
+  EXPECT_EQ(handled_by_first, 2);
+  EXPECT_FALSE(done.load());
+  // The successor: its model restored to the saved counter, the ring to the saved progress.
+  counter = saved.counter;
+  ExitChannelServer second(base, 1, doorbell);
+  second.Restore(saved.progress);
+  int handled_by_second = 0;
+  second.Drain([&](const IoAccess&) -> uint64_t {
+    ++handled_by_second;
+    return 0;
+  });
+  vcpu.join();
+  EXPECT_EQ(answer, 5u);
+  EXPECT_EQ(handled_by_second, 0);
+  EXPECT_EQ(counter, 5u);  // the write was applied once
+  // Garbage progress (a tail beyond what was posted) is ignored.
+  std::vector<ExitRingProgress> bad(1);
+  bad[0].tail = 1000;
+  second.Restore(bad);
+  EXPECT_EQ(rings[0].tail.load(), 2u);
+  close(doorbell);
+  munmap(base, bytes);
+}
+
+// A successor process publishing the same register takes over its
+// predecessor's entry instead of leaving a stale value in front of its own.
+TEST(ExitChannelTest, ASuccessorTakesOverItsPredecessorsPublishedRegister) {
+  size_t bytes = ExitChannelBytes(1);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(base, MAP_FAILED);
+  InitExitChannel(base, 1);
+  int doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  auto* header = static_cast<ExitChannelHeader*>(base);
+  auto* rings = reinterpret_cast<ExitRing*>(static_cast<uint8_t*>(base) + sizeof(*header));
+  ExitChannelClient client(header, &rings[0], doorbell);
+  int first_handle;
+  {
+    ExitChannelServer first(base, 1, doorbell);
+    first_handle = first.AddPublished(msg::AddressSpace::PIO, 0x3fd, 1, 0);
+    first.SetPublished(first_handle, 0x60);
+  }
+  ExitChannelServer second(base, 1, doorbell);
+  int handle = second.AddPublished(msg::AddressSpace::PIO, 0x3fd, 1, 0);
+  EXPECT_EQ(handle, first_handle);
+  second.SetPublished(handle, 0x61);
+  auto v = client.Read(msg::AddressSpace::PIO, 0x3fd, 1, [] { return true; });
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 0x61u);
+  close(doorbell);
+  munmap(base, bytes);
+}
+
 // Read-mostly registers: a published register is read from shared memory, unless
 // this vCPU still has an access queued that might change it.
 TEST(ExitChannelTest, PublishedRegisterIsReadWithoutTheDeviceOnlyWhenCurrent) {

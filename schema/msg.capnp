@@ -109,6 +109,19 @@ struct Message {
     configureCore @5 :ConfigureCore;
     start @6 :Void;               # run the vCPUs
     shutdown @7 :Void;            # stop and exit
+    deviceControl @8 :DeviceControl;  # a request from the VM's control socket
+    # device -> broker
+    trace @9 :List(Text);         # accesses it handled while traced, decoded
+  }
+}
+
+# What the broker asks of a running device on behalf of `hvbroker` commands.
+struct DeviceControl {
+  action @0 :Action;
+  enum Action {
+    powerButton @0;   # lpc: press the ACPI power button (`hvbroker stop`)
+    traceOn @1;       # report each access it handles (`hvbroker trace`)
+    traceOff @2;
   }
 }
 
@@ -142,6 +155,8 @@ struct ConfigureDevice {
   rtcUtc @9 :Bool = true;   # the VM's RTC keeps UTC (bhyve -u); else local time
   multifunction @10 :Bool;  # other functions share this device's slot (header type bit 7)
   vmName @11 :Text;         # the VM's name (virtio-net derives its default MAC from it)
+  stateFd @12 :Int32 = -1;  # its state region (common/device_state.h), kept by the broker
+  incarnation @13 :UInt32;  # 0: the first process of this device; n: the n-th successor
 }
 
 # An interrupt line a device raises by writing an eventfd (KVM irqfd).

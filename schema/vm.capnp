@@ -53,6 +53,22 @@ struct Device {
   ports @7 :List(AhciPort);  # ahci: one entry per port, port i = entry i
                              # (-s 4,ahci,hd:/a.img,cd:/b.iso); ahci-hd / ahci-cd
                              # use `path` and `options` for their single port 0
+  restart @8 :RestartPolicy;  # when its process dies (hv's own; bhyve has none)
+}
+
+# What the broker does when a device's process dies while the VM runs: start a
+# successor that resumes from the device's saved state, or end the VM.
+struct RestartPolicy {
+  mode @0 :RestartMode = never;
+  limit @1 :UInt32 = 5;          # at most this many restarts ...
+  windowSeconds @2 :UInt32 = 60; # ... within this many seconds; one more ends the VM
+  backoffMs @3 :UInt32 = 0;      # wait before a successor, doubled per restart in the window
+}
+
+enum RestartMode {
+  never @0;      # a death ends the VM (exit status 4)
+  onFailure @1;  # restart after a signal (crash, SIGKILL, seccomp) or a non-zero exit
+  always @2;     # restart after any unexpected end, even exit status 0
 }
 
 # One port of an AHCI controller (bhyve's pci.B.S.F.port.N.type/path).

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <optional>
 
 #include <memory>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fd.h"
 #include "common/clock.h"
+#include "common/device_state.h"
 #include "common/log.h"
 #include "devproc/lpc/acpi_pm.h"
 #include "devproc/lpc/i8042.h"
@@ -159,6 +161,73 @@ class LpcDevice : public devproc::DeviceModel {
       return;
     }
     for (uint8_t i = 0; i < size; ++i) WriteByte(addr + i, (value >> (8 * i)) & 0xff);
+  }
+
+  // Restart: everything the guest can observe of the lpc, as plain structs.
+  // Bytes the guest wrote to a COM port and that reached the backend are not
+  // part of it; the receive FIFO is.
+  static constexpr uint32_t kStateVersion = 1;
+  static constexpr uint32_t kBridgeStateBytes = 0x40;  // the type 0 header
+  bool SaveState(std::string* out) const override {
+    StateWriter w(out);
+    w.Put(kStateVersion);
+    w.Put(static_cast<uint32_t>(ports_.size()));
+    for (const auto& p : ports_) w.Put(p->SaveUart());
+    w.Put(rtc_->Save());
+    w.Put(pm_->Save());
+    w.Put(i8042_->Save());
+    w.Put(panic_reported_);
+    std::array<uint8_t, kBridgeStateBytes> bridge;
+    for (uint32_t i = 0; i < kBridgeStateBytes; ++i) bridge[i] = bridge_.RawByte(i);
+    w.Put(bridge);
+    return true;
+  }
+
+  absl::Status RestoreState(std::string_view state) override {
+    StateReader r(state);
+    uint32_t version = 0, ports = 0;
+    if (!r.Get(&version) || version != kStateVersion) {
+      return absl::DataLossError(absl::StrCat("lpc state version ", version, ", want ", kStateVersion));
+    }
+    if (!r.Get(&ports) || ports != ports_.size()) {
+      return absl::DataLossError("lpc state: the COM ports differ from the configuration");
+    }
+    std::vector<Uart16550::State> uarts(ports);
+    for (auto& u : uarts) {
+      if (!r.Get(&u)) return absl::DataLossError("lpc state: truncated");
+    }
+    Rtc::State rtc;
+    AcpiPm::State pm;
+    I8042::State i8042;
+    bool panic_reported = false;
+    std::array<uint8_t, kBridgeStateBytes> bridge;
+    if (!r.Get(&rtc) || !r.Get(&pm) || !r.Get(&i8042) || !r.Get(&panic_reported) ||
+        !r.Get(&bridge)) {
+      return absl::DataLossError("lpc state: truncated");
+    }
+    // The bridge's header as the guest left it, through the guest's own write
+    // path (which keeps read-only bits); the status register has nothing to restore.
+    for (uint32_t reg = 0x04; reg < kBridgeStateBytes; ++reg) {
+      if (reg != 0x06 && reg != 0x07) bridge_.Write(reg, 1, bridge[reg]);
+    }
+    // Each model masks and clamps what it loads.
+    for (size_t i = 0; i < ports_.size(); ++i) ports_[i]->RestoreUart(uarts[i]);
+    rtc_->Restore(rtc);
+    pm_->Restore(pm);
+    i8042_->Restore(i8042);
+    panic_reported_ = panic_reported;
+    ArmTimer();
+    return absl::OkStatus();
+  }
+
+  bool OnDeviceControl(msg::DeviceControl::Reader request) override {
+    if (request.getAction() != msg::DeviceControl::Action::POWER_BUTTON || pm_ == nullptr) {
+      return false;
+    }
+    HV_INFO("the ACPI power button is pressed");
+    pm_->PressPowerButton();
+    ArmTimer();
+    return true;
   }
 
  private:

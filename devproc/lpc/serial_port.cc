@@ -73,6 +73,12 @@ void SerialPort::PublishLsr() {
 
 std::string SerialPort::RecentOutput() const { return recent_; }
 
+void SerialPort::RestoreUart(const Uart16550::State& state) {
+  uart_.Restore(state);
+  UpdateInputWatch();
+  PublishLsr();
+}
+
 void SerialPort::Transmit(uint8_t byte) {
   recent_.push_back(static_cast<char>(byte));
   if (recent_.size() > 2 * kRecentBytes) recent_.erase(0, recent_.size() - kRecentBytes);

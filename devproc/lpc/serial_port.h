@@ -27,6 +27,10 @@ class SerialPort {
   uint8_t Read(uint8_t offset);
   void Write(uint8_t offset, uint8_t value);
 
+  // Restart: the UART's registers and receive FIFO.
+  Uart16550::State SaveUart() const { return uart_.Save(); }
+  void RestoreUart(const Uart16550::State& state);
+
   // The last lines the guest printed (for reports such as a kernel panic).
   std::string RecentOutput() const;
 

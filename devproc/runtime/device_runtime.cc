@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/device_state.h"
 #include "common/exit_channel.h"
 #include "common/fd.h"
 #include "common/log.h"
@@ -91,6 +92,7 @@ class Runtime : public DeviceContext {
   void SetPublished(int handle, std::optional<uint64_t> value) override {
     if (channel_ != nullptr) channel_->SetPublished(handle, value);
   }
+  void CommitState() override { SaveState(); }
 
  private:
   struct Watch {
@@ -99,9 +101,16 @@ class Runtime : public DeviceContext {
   };
 
   absl::Status Configure(msg::ConfigureDevice::Reader config);
+  // Restart: the state region, and what a successor resumes from.
+  absl::Status MapState(msg::ConfigureDevice::Reader config);
+  absl::Status RestoreFromRegion();
+  void SaveState();
   // Returns false when the device must exit.
   bool HandleControl();
   size_t DrainChannel();
+  // `hvbroker trace`: each access handled, decoded, sent to the broker in batches.
+  void Trace(const IoAccess& access, uint64_t value);
+  void FlushTrace();
   void PollChannelBriefly();
 
   std::string name_;
@@ -116,7 +125,68 @@ class Runtime : public DeviceContext {
   std::unique_ptr<ExitChannelServer> channel_;
   std::map<std::string, int> fds_;
   std::map<int, Watch> watches_;
+  std::unique_ptr<DeviceStateRegion> state_;  // null: this device keeps no state
+  std::string state_buffer_;                  // reused by every save
+  uint32_t incarnation_ = 0;
+  bool state_ready_ = false;  // restored (or fresh): saves may begin
+  bool tracing_ = false;
+  std::vector<std::string> trace_lines_;
+  bool resumed_ = false;      // a successor that restored something to redo
 };
+
+// The runtime's part of a saved state, before the model's: the version of
+// this layout, then per vCPU ring how far the device got.
+constexpr uint32_t kRuntimeStateVersion = 1;
+
+absl::Status Runtime::MapState(msg::ConfigureDevice::Reader config) {
+  incarnation_ = config.getIncarnation();
+  if (config.getStateFd() < 0) return absl::OkStatus();
+  std::string probe;
+  if (!model_->SaveState(&probe)) return absl::OkStatus();  // a model without state
+  auto region = DeviceStateRegion::Map(config.getStateFd());
+  if (!region.ok()) return region.status();
+  state_ = std::move(*region);
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::RestoreFromRegion() {
+  std::string_view saved = state_->Load();
+  if (saved.empty()) {
+    // Died before its first save: nothing happened that the guest saw.
+    HV_WARN("%s: successor %u finds no saved state; starting afresh", name_.c_str(), incarnation_);
+    return absl::OkStatus();
+  }
+  StateReader r(saved);
+  uint32_t version = 0, rings = 0;
+  if (!r.Get(&version) || version != kRuntimeStateVersion || !r.Get(&rings) ||
+      rings != channel_->progress().size()) {
+    return absl::DataLossError("saved state: bad runtime header");
+  }
+  std::vector<ExitRingProgress> progress(rings);
+  for (auto& p : progress) {
+    if (!r.Get(&p)) return absl::DataLossError("saved state: truncated ring progress");
+  }
+  // The channel first: the model's restore must not see (or save) an older progress.
+  channel_->Restore(progress);
+  if (auto s = model_->RestoreState(r.rest()); !s.ok()) return s;
+  resumed_ = true;
+  HV_INFO("%s: successor %u resumes from saved state %llu", name_.c_str(), incarnation_,
+          static_cast<unsigned long long>(state_->saves()));
+  return absl::OkStatus();
+}
+
+void Runtime::SaveState() {
+  if (state_ == nullptr || channel_ == nullptr || !state_ready_) return;
+  state_buffer_.clear();
+  StateWriter w(&state_buffer_);
+  w.Put(kRuntimeStateVersion);
+  w.Put(static_cast<uint32_t>(channel_->progress().size()));
+  for (const auto& p : channel_->progress()) w.Put(p);
+  model_->SaveState(&state_buffer_);
+  if (auto s = state_->Store(state_buffer_); !s.ok()) {
+    HV_ERROR("%s: cannot save its state: %s", name_.c_str(), std::string(s.message()).c_str());
+  }
+}
 
 absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
   std::vector<GuestRamRegion> regions = RamRegionsFrom(config.getRam());
@@ -138,6 +208,17 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
 
   auto ranges = model_->Configure(*this, config);
   if (!ranges.ok()) return ranges.status();
+  if (auto s = MapState(config); !s.ok()) return s;
+  if (state_ != nullptr) {
+    if (incarnation_ > 0) {
+      if (auto s = RestoreFromRegion(); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("resuming: ", s.message()));
+      }
+    }
+    channel_->SetCommitHook([this] { SaveState(); });
+    state_ready_ = true;
+    SaveState();
+  }
   // Everything is mapped and opened: from here on the guest can reach this
   // process, so it runs sandboxed. Guest RAM plus room for threads' stacks and
   // malloc's arenas; a few threads; the fds it has and some to accept or time with.
@@ -148,6 +229,7 @@ absl::Status Runtime::Configure(msg::ConfigureDevice::Reader config) {
   if (auto s = sandbox_->Seal(policy_, limits); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("entering the sandbox: ", s.message()));
   }
+  if (resumed_) model_->Resume();
   capnp::MallocMessageBuilder b;
   auto ready = b.initRoot<msg::Message>().initDeviceReady();
   auto list = ready.initRanges(ranges->size());
@@ -182,10 +264,35 @@ size_t Runtime::DrainChannel() {
   return channel_->Drain([this](const IoAccess& a) -> uint64_t {
     if (a.is_write) {
       model_->Write(a.space, a.addr, a.size, a.data);
+      if (tracing_) Trace(a, a.data);
       return 0;
     }
-    return model_->Read(a.space, a.addr, a.size);
+    uint64_t value = model_->Read(a.space, a.addr, a.size);
+    if (tracing_) Trace(a, value);
+    return value;
   });
+}
+
+void Runtime::Trace(const IoAccess& a, uint64_t value) {
+  const char* space = a.space == msg::AddressSpace::PIO    ? "pio"
+                      : a.space == msg::AddressSpace::MMIO ? "mmio"
+                                                           : "pci-config";
+  char line[160];
+  snprintf(line, sizeof(line), "%.6f vcpu-access #%u %s %s %#llx size %u %s %#llx",
+           MonotonicNs() / 1e9, a.seq, space, a.is_write ? "write" : "read",
+           static_cast<unsigned long long>(a.addr), a.size, a.is_write ? "data" : "->",
+           static_cast<unsigned long long>(value));
+  trace_lines_.emplace_back(line);
+  if (trace_lines_.size() >= 256) FlushTrace();
+}
+
+void Runtime::FlushTrace() {
+  if (trace_lines_.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto list = b.initRoot<msg::Message>().initTrace(trace_lines_.size());
+  for (size_t i = 0; i < trace_lines_.size(); ++i) list.set(i, trace_lines_[i]);
+  trace_lines_.clear();
+  (void)SendToPeer(socket_, b);
 }
 
 bool Runtime::HandleControl() {
@@ -208,6 +315,17 @@ bool Runtime::HandleControl() {
         break;
       case msg::Message::SHUTDOWN:
         return false;
+      case msg::Message::DEVICE_CONTROL:
+        if (m.getDeviceControl().getAction() == msg::DeviceControl::Action::TRACE_ON ||
+            m.getDeviceControl().getAction() == msg::DeviceControl::Action::TRACE_OFF) {
+          tracing_ = m.getDeviceControl().getAction() == msg::DeviceControl::Action::TRACE_ON;
+          break;
+        }
+        if (!model_->OnDeviceControl(m.getDeviceControl())) {
+          HV_WARN("%s cannot carry out control request %d", name_.c_str(),
+                  static_cast<int>(m.getDeviceControl().getAction()));
+        }
+        break;
       default:
         HV_WARN("unexpected message %d from the broker", static_cast<int>(m.which()));
     }
@@ -250,6 +368,7 @@ int Runtime::Run(const std::string& endpoint) {
       if (DrainChannel() > 0) PollChannelBriefly();
       may_sleep = channel_->PrepareToSleep();
     }
+    FlushTrace();  // before a sleep that may be long
     items.clear();
     item_fds.clear();
     items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
@@ -265,11 +384,16 @@ int Runtime::Run(const std::string& endpoint) {
     if ((items[0].revents & ZMQ_POLLIN) || !may_sleep) {
       if (!HandleControl()) return 0;
     }
+    bool events = false;
     for (size_t i = first_watch; i < items.size(); ++i) {
       if (items[i].revents == 0) continue;
       auto it = watches_.find(item_fds[i - first_watch]);
       if (it != watches_.end()) it->second.on_ready(PollEvents(items[i].revents));
+      events = true;
     }
+    // Input taken from a backend, a timer's effect: saved before anything else.
+    if (events) SaveState();
+    FlushTrace();
   }
 }
 
@@ -280,6 +404,7 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the broker
   std::string endpoint;
   std::string name = kind;
+  bool stop_for_debugger = false;  // `hvbroker debug`: wait for gdb before serving
   sandbox::SandboxArgs sandbox_args;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -288,8 +413,11 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
       endpoint = argv[++i];
     } else if (arg == "--name" && i + 1 < argc) {
       name = argv[++i];
+    } else if (arg == "--stop-for-debugger") {
+      stop_for_debugger = true;
     } else if (arg == "--help" || arg == "-h") {
       printf("usage: %s --ctl ENDPOINT --name NAME [--sandbox-report-fd FD | --no-sandbox]\n"
+             "       [--stop-for-debugger]\n"
              "An hv device process; hvbroker starts it. Not meant to be run by hand.\n",
              argv[0]);
       return 0;
@@ -306,6 +434,14 @@ int RunDevice(int argc, char** argv, const char* kind, std::unique_ptr<DeviceMod
     return 2;
   }
   if (getppid() == 1) return 1;  // the broker is already gone
+  if (stop_for_debugger) {
+    // Any process of this user may attach (Yama's ptrace_scope 1 would allow
+    // only our parent), then the process stops until gdb (or SIGCONT) lets it go.
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);
+    HV_WARN("*** %s (pid %d) runs WITHOUT its sandbox, stopped for a debugger: gdb -p %d, "
+            "then `continue` ***", name.c_str(), getpid(), getpid());
+    raise(SIGSTOP);
+  }
   // Before any thread exists: capabilities are per thread.
   auto sandbox = sandbox::Sandbox::Begin(sandbox_args, name, argv[0]);
   if (!sandbox.ok()) {

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/guest_memory.h"
+#include "absl/status/status.h"
 #include "common/sandbox.h"
 #include "schema/msg.capnp.h"
 
@@ -76,6 +77,9 @@ class DeviceContext {
   // The register's current value, or nullopt while reading it has side effects.
   // Call before returning from whatever changed it.
   virtual void SetPublished(int handle, std::optional<uint64_t> value) = 0;
+  // Restart: saves the device's state now (SaveState), before the guest can
+  // see what just changed (a used ring index). No-op for a model without state.
+  virtual void CommitState() = 0;
 };
 
 class DeviceModel {
@@ -88,6 +92,30 @@ class DeviceModel {
   virtual void Write(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t value) = 0;
   // A PCI function with BARs describes them here (after Configure).
   virtual std::optional<PciFunctionSpec> PciFunction() const { return std::nullopt; }
+  // A request the broker relays from the VM's control socket. Returns false
+  // when this device cannot do it (the broker is told).
+  virtual bool OnDeviceControl(msg::DeviceControl::Reader request) {
+    (void)request;
+    return false;
+  }
+  // Restart (common/device_state.h): appends the model's whole state to `out`
+  // and returns true; false means this model keeps no state for a successor
+  // (then the runtime never saves). Called after every access and event, so
+  // keep it to copying plain structs.
+  virtual bool SaveState(std::string* out) const {
+    (void)out;
+    return false;
+  }
+  // A successor, configured like its predecessor, loads what SaveState wrote
+  // (after Configure, before the guest can reach it). The bytes come from a
+  // process that may have been compromised: validate them.
+  virtual absl::Status RestoreState(std::string_view state) {
+    (void)state;
+    return absl::UnimplementedError("this device keeps no state for a successor");
+  }
+  // A successor, once restored, its state saved and its sandbox entered:
+  // redo what its predecessor left unfinished (requests in flight).
+  virtual void Resume() {}
 };
 
 // Parses `--ctl ENDPOINT --name NAME` and the sandbox flags, runs the device

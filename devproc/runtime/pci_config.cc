@@ -125,6 +125,19 @@ void PciConfigSpace::WriteByte(uint32_t reg, uint8_t value) {
   bytes_[reg] = (bytes_[reg] & ~writable_[reg]) | (value & writable_[reg]);
 }
 
+void PciConfigSpace::Restore(const std::array<uint8_t, kSize>& saved) {
+  for (uint32_t reg = 0; reg < kSize; ++reg) {
+    if (reg >= kBar0 && reg < kBar0 + 24) continue;
+    if (reg == kStatus || reg == kStatus + 1) continue;
+    bytes_[reg] = (bytes_[reg] & ~writable_[reg]) | (saved[reg] & writable_[reg]);
+  }
+  for (int i = 0; i < 6; ++i) {
+    uint32_t dword;
+    memcpy(&dword, &saved[kBar0 + 4 * i], 4);
+    WriteBarDword(i, dword);
+  }
+}
+
 void PciConfigSpace::Write(uint32_t reg, uint32_t size, uint32_t value) {
   if (size == 0 || size > 4 || reg >= kSize || reg + size > kSize) return;
   if (reg >= kBar0 && reg < kBar0 + 24) {

@@ -55,6 +55,13 @@ class PciConfigSpace {
 
   static constexpr uint32_t kSize = 256;
 
+  // Restart: the header as the guest left it, and back into a successor's
+  // freshly built space. Restore follows the guest's write rules (read-only
+  // bits stay, BARs keep their size alignment, the status register is left
+  // alone); a BAR that moves is reported as usual.
+  std::array<uint8_t, kSize> Save() const { return bytes_; }
+  void Restore(const std::array<uint8_t, kSize>& saved);
+
  private:
   struct Bar {
     BarKind kind = BarKind::kMem32;

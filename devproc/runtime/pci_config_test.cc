@@ -113,4 +113,33 @@ TEST(PciConfigTest, HostileAccessesStayInBounds) {
 }
 
 }  // namespace
+TEST(PciConfigRestartTest, RestoreKeepsTheGuestsWritesAndNothingElse) {
+  PciIdentity id;
+  id.vendor = 0x1af4;
+  id.device = 0x1042;
+  PciConfigSpace first(id);
+  first.AddBar(0, BarKind::kMem64, 0x8000);
+  first.Write(0x04, 2, 0x0006);        // memory + bus master
+  first.Write(0x10, 4, 0xfebf0000);    // BAR 0, low
+  first.Write(0x14, 4, 0x00000001);    // BAR 0, high
+  auto saved = first.Save();
+  saved[0x00] = 0x00;                  // a read-only vendor id must not come back
+  saved[0x10] = 0xff;                  // nor BAR bits below its size
+
+  PciConfigSpace second(id);
+  second.AddBar(0, BarKind::kMem64, 0x8000);
+  int moved = -1;
+  uint64_t moved_to = 0;
+  second.OnBarMoved([&](int bar, uint64_t base) {
+    moved = bar;
+    moved_to = base;
+  });
+  second.Restore(saved);
+  EXPECT_EQ(second.command(), 0x0006);
+  EXPECT_EQ(second.BarAddress(0), 0x1febf0000ull);
+  EXPECT_EQ(second.Read(0x00, 2), 0x1af4u);
+  EXPECT_EQ(moved, 0);
+  EXPECT_EQ(moved_to, 0x1febf0000ull);
+}
+
 }  // namespace hv::devproc

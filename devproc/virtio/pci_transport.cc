@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/device_state.h"
 #include "common/fd.h"
 #include "common/log.h"
 
@@ -387,7 +388,7 @@ void VirtioPciDevice::WriteStatus(uint8_t status) {
     } else {
       bool event_idx = driver_features_ & kFeatureRingEventIdx;
       bool indirect = driver_features_ & kFeatureRingIndirect;
-      for (auto& q : queues_) q.ring = std::make_unique<SplitQueue>(ctx_->memory(), event_idx, indirect);
+      for (auto& q : queues_) q.ring = MakeRing(event_idx, indirect);
     }
   }
   bool activate = (status & kStatusDriverOk) && !(status_ & kStatusDriverOk);
@@ -412,6 +413,155 @@ void VirtioPciDevice::ResetDevice() {
     q = Queue();
     q.size = device_->max_queue_size();
   }
+}
+
+std::unique_ptr<SplitQueue> VirtioPciDevice::MakeRing(bool event_idx, bool indirect) {
+  auto ring = std::make_unique<SplitQueue>(ctx_->memory(), event_idx, indirect);
+  // A completion is in the saved state before the driver can see it.
+  ring->SetCommitHook([this] { ctx_->CommitState(); });
+  return ring;
+}
+
+namespace {
+
+// The transport's registers, as saved for a successor.
+struct TransportState {
+  uint64_t driver_features;
+  uint32_t device_feature_select;
+  uint32_t driver_feature_select;
+  uint16_t config_msix_vector;
+  uint16_t queue_select;
+  uint16_t msix_vectors;
+  uint16_t queues;
+  uint8_t status;
+  uint8_t isr;
+  uint8_t active;
+  uint8_t pad[5];
+};
+
+struct QueueState {
+  uint64_t desc, driver, device;
+  uint16_t size;
+  uint16_t msix_vector;
+  uint8_t enabled;
+  uint8_t has_ring;
+  uint16_t next_avail, next_used, signalled_used;
+  uint8_t pad[4];
+};
+
+constexpr uint32_t kTransportStateVersion = 1;
+
+}  // namespace
+
+bool VirtioPciDevice::SaveState(std::string* out) const {
+  // Only a device type that keeps its own part can be restarted.
+  std::string device_part;
+  if (!device_->SaveState(&device_part)) return false;
+  StateWriter w(out);
+  w.Put(kTransportStateVersion);
+  w.Put(config_->Save());
+  TransportState t = {};
+  t.driver_features = driver_features_;
+  t.device_feature_select = device_feature_select_;
+  t.driver_feature_select = driver_feature_select_;
+  t.config_msix_vector = config_msix_vector_;
+  t.queue_select = queue_select_;
+  t.msix_vectors = msix_vectors_;
+  t.queues = queues_.size();
+  t.status = status_;
+  t.isr = isr_;
+  t.active = active_;
+  w.Put(t);
+  for (uint16_t v = 0; v < msix_vectors_; ++v) {
+    w.Put(msix_table_[v]);
+    w.Put(static_cast<uint8_t>(msix_pending_[v]));
+  }
+  for (const auto& q : queues_) {
+    QueueState s = {};
+    s.desc = q.desc;
+    s.driver = q.driver;
+    s.device = q.device;
+    s.size = q.size;
+    s.msix_vector = q.msix_vector;
+    s.enabled = q.enabled;
+    s.has_ring = q.ring != nullptr;
+    if (q.ring) {
+      auto p = q.ring->position();
+      s.next_avail = p.next_avail;
+      s.next_used = p.next_used;
+      s.signalled_used = p.signalled_used;
+    }
+    w.Put(s);
+  }
+  out->append(device_part);
+  return true;
+}
+
+absl::Status VirtioPciDevice::RestoreState(std::string_view state) {
+  StateReader r(state);
+  uint32_t version = 0;
+  std::array<uint8_t, devproc::PciConfigSpace::kSize> config;
+  TransportState t;
+  if (!r.Get(&version) || version != kTransportStateVersion || !r.Get(&config) || !r.Get(&t)) {
+    return absl::DataLossError("virtio state: bad transport header");
+  }
+  if (t.msix_vectors != msix_vectors_ || t.queues != queues_.size()) {
+    return absl::DataLossError("virtio state: vectors or queues differ from the configuration");
+  }
+  config_->Restore(config);
+  for (uint16_t v = 0; v < msix_vectors_; ++v) {
+    uint8_t pending;
+    if (!r.Get(&msix_table_[v]) || !r.Get(&pending)) return absl::DataLossError("virtio state: truncated");
+    msix_pending_[v] = pending != 0;
+  }
+  if ((t.driver_features & ~device_features_) != 0) {
+    return absl::DataLossError("virtio state: features the device never offered");
+  }
+  driver_features_ = t.driver_features;
+  device_feature_select_ = t.device_feature_select;
+  driver_feature_select_ = t.driver_feature_select;
+  config_msix_vector_ = t.config_msix_vector < msix_vectors_ ? t.config_msix_vector : kNoVector;
+  queue_select_ = t.queue_select;
+  status_ = t.status;
+  isr_ = t.isr;
+  bool event_idx = driver_features_ & kFeatureRingEventIdx;
+  bool indirect = driver_features_ & kFeatureRingIndirect;
+  for (uint16_t i = 0; i < queues_.size(); ++i) {
+    QueueState s;
+    if (!r.Get(&s)) return absl::DataLossError("virtio state: truncated queues");
+    Queue& q = queues_[i];
+    uint16_t size = s.size;
+    q.size = (size != 0 && (size & (size - 1)) == 0 && size <= device_->max_queue_size()) ? size : 0;
+    q.msix_vector = s.msix_vector < msix_vectors_ ? s.msix_vector : kNoVector;
+    q.desc = s.desc;
+    q.driver = s.driver;
+    q.device = s.device;
+    q.enabled = false;
+    q.ring.reset();
+    if (!s.has_ring) continue;
+    q.ring = MakeRing(event_idx, indirect);
+    if (s.enabled) {
+      if (auto st = q.ring->Configure({q.size, q.desc, q.driver, q.device}); !st.ok()) {
+        return absl::DataLossError(absl::StrCat("virtio state: queue ", i, ": ", st.message()));
+      }
+      q.enabled = true;
+      q.ring->Restore({s.next_avail, s.next_used, s.signalled_used});
+    }
+  }
+  active_ = t.active != 0;
+  if (active_) device_->Activate(*this);
+  return device_->RestoreState(r.rest());
+}
+
+void VirtioPciDevice::Resume() {
+  if (!active_) return;
+  device_->Resume();
+  // A completion published just before the predecessor died may not have been
+  // signalled: one interrupt per queue more is harmless, one less hangs the driver.
+  for (uint16_t q = 0; q < queues_.size(); ++q) {
+    if (queues_[q].enabled) Raise(queues_[q].msix_vector, kIsrQueue);
+  }
+  DeliverPending();
 }
 
 int RunVirtioDevice(int argc, char** argv, const char* kind, std::unique_ptr<VirtioDevice> device,

@@ -50,6 +50,19 @@ class VirtioDevice {
   virtual void Activate(Transport& transport) = 0;   // DRIVER_OK
   virtual void QueueNotify(uint16_t index) = 0;      // the driver kicked the queue
   virtual void Reset() = 0;                          // the driver wrote status 0
+  // Restart (devproc::DeviceModel has the contract): the device type's part
+  // of the state, after the transport's. false: it keeps none.
+  virtual bool SaveState(std::string* out) const {
+    (void)out;
+    return false;
+  }
+  // Called after the transport restored itself (and Activate, if the driver
+  // had set DRIVER_OK); Resume once sealed.
+  virtual absl::Status RestoreState(std::string_view state) {
+    (void)state;
+    return absl::UnimplementedError("this virtio device keeps no state for a successor");
+  }
+  virtual void Resume() {}
 };
 
 class VirtioPciDevice : public devproc::DeviceModel, public Transport {
@@ -62,6 +75,9 @@ class VirtioPciDevice : public devproc::DeviceModel, public Transport {
   uint64_t Read(msg::AddressSpace space, uint64_t addr, uint8_t size) override;
   void Write(msg::AddressSpace space, uint64_t addr, uint8_t size, uint64_t value) override;
   std::optional<devproc::PciFunctionSpec> PciFunction() const override;
+  bool SaveState(std::string* out) const override;
+  absl::Status RestoreState(std::string_view state) override;
+  void Resume() override;
 
   // Transport
   SplitQueue& queue(uint16_t index) override { return *queues_[index].ring; }
@@ -103,6 +119,7 @@ class VirtioPciDevice : public devproc::DeviceModel, public Transport {
   bool VectorMasked(uint16_t vector) const;
   void DeliverPending();
   void WriteIntx();
+  std::unique_ptr<SplitQueue> MakeRing(bool event_idx, bool indirect);
 
   std::unique_ptr<VirtioDevice> device_;
   devproc::DeviceContext* ctx_ = nullptr;

@@ -116,6 +116,15 @@ void SplitQueue::Restore(const Position& p) {
   next_avail_ = p.next_avail;
   next_used_ = p.next_used;
   signalled_used_ = p.signalled_used;
+  if (configured_) Store16(used_ + kRingIdx, next_used_, __ATOMIC_RELEASE);
+}
+
+absl::StatusOr<Chain> SplitQueue::ChainAt(uint16_t head) const {
+  if (!configured_) return absl::FailedPreconditionError("virtqueue is not configured");
+  if (head >= size_) {
+    return absl::InvalidArgumentError(absl::StrFormat("head %u is outside a queue of %u", head, size_));
+  }
+  return ReadChainAt(head);
 }
 
 uint16_t SplitQueue::LoadAvailIdx() const {
@@ -275,6 +284,7 @@ absl::Status SplitQueue::Push(uint16_t head, uint32_t written) {
   Store32(elem, head, __ATOMIC_RELAXED);
   Store32(elem + 4, written, __ATOMIC_RELAXED);
   ++next_used_;
+  if (commit_) commit_();
   // Release: the entry (and the data written into the buffers) is visible
   // before the driver can see the new idx.
   Store16(used_ + kRingIdx, next_used_, __ATOMIC_RELEASE);

@@ -34,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -137,8 +138,17 @@ class SplitQueue {
     uint16_t signalled_used = 0;
   };
   Position position() const { return {next_avail_, next_used_, signalled_used_}; }
-  // Continue from `p`. Call after Configure (which starts at zero).
+  // Continue from `p`. Call after Configure (which starts at zero). Publishes
+  // used->idx = p.next_used: its predecessor may have saved a Push whose idx
+  // never reached the guest (the used entry itself was written before).
   void Restore(const Position& p);
+  // The chain whose head is `head`, read again (a successor redoing a request
+  // its predecessor had popped and not completed).
+  absl::StatusOr<Chain> ChainAt(uint16_t head) const;
+  // Called inside Push after the used entry is written and the index counted,
+  // before the driver can see it: the device saves its state there, so that a
+  // completion is never lost nor given twice across a restart.
+  void SetCommitHook(std::function<void()> hook) { commit_ = std::move(hook); }
 
   uint16_t size() const { return size_; }
 
@@ -166,6 +176,7 @@ class SplitQueue {
   uint16_t next_avail_ = 0;      // next avail ring slot to read
   uint16_t next_used_ = 0;       // next used ring slot to write (== used->idx we published)
   uint16_t signalled_used_ = 0;  // used index at the last NeedsInterrupt decision
+  std::function<void()> commit_;
 };
 
 // Copy helpers over a chain's buffers, seen as one byte stream: `len` bytes at

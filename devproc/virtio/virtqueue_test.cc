@@ -578,6 +578,54 @@ TEST_F(VirtqueueTest, DeviceThatDrainsOnNotificationNeverStrandsABuffer) {
 
 // --- Restart -----------------------------------------------------------------
 
+// The commit hook runs after the used entry is written and counted but before
+// used->idx tells the driver; a successor restoring that position publishes
+// the index its predecessor did not get to, and can read its in-flight chains again.
+TEST_F(VirtqueueTest, CommitComesBeforeTheDriverSeesACompletionAndRestoreFinishesIt) {
+  FakeDriver d(*mem_, Layout(16), false);
+  Fill(*mem_, kDataGpa, "abcdef");
+  auto h1 = d.Add({{kDataGpa, 1}}, {{kDataGpa + 0x100, 1}});
+  auto h2 = d.Add({{kDataGpa + 1, 1}}, {{kDataGpa + 0x101, 1}});
+  ASSERT_TRUE(h1 && h2);
+  SplitQueue::Position saved;
+  Chain in_flight;
+  {
+    SplitQueue first(*mem_, false, false);
+    ASSERT_TRUE(first.Configure(d.layout()).ok());
+    Chain a = PopOne(first);
+    in_flight = PopOne(first);
+    bool driver_saw_it = true;
+    first.SetCommitHook([&] {
+      saved = first.position();
+      driver_saw_it = d.GetUsed().has_value();
+    });
+    // The process "dies" inside the hook: the idx store after it never happens.
+    uint16_t used_idx_before = 0;
+    memcpy(&used_idx_before, *mem_->Translate(d.layout().used + 2, 2), 2);
+    ASSERT_TRUE(first.Push(a.head, 1).ok());
+    EXPECT_FALSE(driver_saw_it);
+    EXPECT_EQ(saved.next_used, 1);
+    // Undo the idx store, as if the process had died before it.
+    memcpy(*mem_->Translate(d.layout().used + 2, 2), &used_idx_before, 2);
+  }
+  SplitQueue second(*mem_, false, false);
+  ASSERT_TRUE(second.Configure(d.layout()).ok());
+  second.Restore(saved);
+  auto used = d.GetUsed();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->first, *h1);
+  EXPECT_FALSE(d.GetUsed().has_value());  // exactly once
+  auto again = second.ChainAt(in_flight.head);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->readable.size(), 1u);
+  EXPECT_EQ(again->readable[0].gpa, kDataGpa + 1);
+  ASSERT_TRUE(second.Push(in_flight.head, 1).ok());
+  used = d.GetUsed();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->first, *h2);
+  EXPECT_FALSE(second.ChainAt(16).ok());
+}
+
 TEST_F(VirtqueueTest, RestoreContinuesFromAPosition) {
   FakeDriver d(*mem_, Layout(16), true);
   Fill(*mem_, kDataGpa, "0123456789");

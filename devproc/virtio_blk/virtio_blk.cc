@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/device_state.h"
 #include "common/log.h"
 #include "devproc/virtio/pci_transport.h"
 #include "devproc/virtio_blk/blk_requests.h"
@@ -101,6 +102,70 @@ class VirtioBlk : public virtio::VirtioDevice {
     SignalTouched();
   }
 
+  // Restart: per queue, the heads popped and not yet completed (oldest
+  // first). A successor submits them again: every request type is idempotent
+  // (a write writes the same bytes, a read reads them again).
+  static constexpr uint32_t kStateVersion = 1;
+  bool SaveState(std::string* out) const override {
+    StateWriter w(out);
+    w.Put(kStateVersion);
+    w.Put(static_cast<uint16_t>(engines_.size()));
+    for (const auto& e : engines_) {
+      std::vector<uint16_t> heads = e->InFlight();
+      w.Put(static_cast<uint16_t>(heads.size()));
+      for (uint16_t h : heads) w.Put(h);
+    }
+    return true;
+  }
+
+  absl::Status RestoreState(std::string_view state) override {
+    StateReader r(state);
+    uint32_t version = 0;
+    uint16_t queues = 0;
+    if (!r.Get(&version) || version != kStateVersion || !r.Get(&queues)) {
+      return absl::DataLossError("virtio-blk state: bad header");
+    }
+    if (queues != engines_.size()) {
+      return absl::DataLossError("virtio-blk state: queues differ from the driver's");
+    }
+    redo_.assign(queues, {});
+    for (uint16_t q = 0; q < queues; ++q) {
+      uint16_t n = 0;
+      if (!r.Get(&n) || n > kQueueSize) return absl::DataLossError("virtio-blk state: truncated");
+      for (uint16_t i = 0; i < n; ++i) {
+        uint16_t head;
+        if (!r.Get(&head)) return absl::DataLossError("virtio-blk state: truncated");
+        redo_[q].push_back(head);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void Resume() override {
+    if (transport_ == nullptr) return;
+    size_t redone = 0;
+    for (uint16_t q = 0; q < redo_.size() && q < engines_.size(); ++q) {
+      for (uint16_t head : redo_[q]) {
+        auto chain = transport_->queue(q).ChainAt(head);
+        if (!chain.ok()) {
+          transport_->DriverError(std::string(chain.status().message()));
+          continue;
+        }
+        std::vector<Buffer> readable, writable;
+        for (const auto& b : chain->readable) readable.push_back({b.gpa, b.len});
+        for (const auto& b : chain->writable) writable.push_back({b.gpa, b.len});
+        if (auto s = engines_[q]->Submit(head, readable, writable); !s.ok()) {
+          transport_->DriverError(std::string(s.message()));
+        }
+        ++redone;
+      }
+    }
+    redo_.clear();
+    if (redone > 0) HV_INFO("redoing %zu request(s) its predecessor had in flight", redone);
+    // Anything made available while no process served the queues.
+    for (uint16_t q = 0; q < engines_.size(); ++q) QueueNotify(q);
+  }
+
   void Reset() override {
     for (auto& e : engines_) e->WaitIdle();
     engines_.clear();
@@ -134,6 +199,7 @@ class VirtioBlk : public virtio::VirtioDevice {
   std::vector<std::unique_ptr<BlkRequestEngine>> engines_;
   std::vector<uint16_t> touched_;
   virtio::Transport* transport_ = nullptr;
+  std::vector<std::vector<uint16_t>> redo_;  // a successor's requests to submit again
 };
 
 }  // namespace

@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BROKER=$1 KERNEL=$2 INITRD=$3
 shift 3
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk ahci ahci_intx net_user net_tap bhyve_cli)
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk blk_restart ahci ahci_intx net_user net_tap bhyve_cli)
 T=$(mktemp -d /tmp/hvlin.XXXXXX)
 # The VM's processes run under a uid of their own: let them through to the
 # control socket in $T/run (they cannot list $T).
@@ -57,7 +57,7 @@ boot() {
 }
 
 boot_once() {
-  local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} devices=${5:-} limit=360
+  local name=$1 cpus=$2 cmdline=$3 com1=${4:-"(stdio = void)"} devices=${5:-} limit=${BOOT_LIMIT:-360}
   local file start ready="" dated="" end
   file=$(vm_file "$name" "$cpus" "$cmdline" "$com1" "$devices")
   start=$(now)
@@ -220,110 +220,7 @@ GUEST
   ((ok)) || show_tail blk
 }
 
-# AHCI: one controller with a disk on port 0 and a CD-ROM on port 1, found by the
-# guest's own ahci driver. The CD holds an ISO this test builds; the guest mounts
-# it as iso9660 and checksums its files. The disk takes mkfs.ext4 and a file
-# round trip (checked again on the host), and fstrim gives the host its blocks back.
-check_ahci() {
-  local disk=$T/ahci-disk.img iso=$T/ahci.iso tree=$T/iso-tree
-  mkdir -p "$tree/sub"
-  dd if=/dev/urandom of="$tree/random.bin" bs=1M count=3 2>/dev/null
-  dd if=/dev/urandom of="$tree/sub/odd.bin" bs=1000 count=77 2>/dev/null
-  echo "hello from the host's ISO" >"$tree/sub/hello.txt"
-  if command -v xorriso >/dev/null; then
-    xorriso -as mkisofs -quiet -V HVTEST -o "$iso" "$tree" 2>/dev/null
-  else
-    genisoimage -quiet -V HVTEST -o "$iso" "$tree" 2>/dev/null
-  fi
-  [[ -s $iso ]] || { fail ahci "could not build the ISO (install xorriso: tools/setup)"; return; }
-  local want_sums
-  want_sums=$(cd "$tree" && md5sum random.bin sub/odd.bin sub/hello.txt | cut -d' ' -f1 | tr '\n' ' ')
-  truncate -s 256M "$disk"
-  local script
-  script=$(base64 -w0 <<'GUEST'
-for i in $(seq 1 50); do [ -b /dev/sda ] && [ -b /dev/sr0 ] && break; sleep 0.1; done
-echo "pci-ids=$(cat /sys/bus/pci/drivers/ahci/*/vendor 2>/dev/null):$(cat /sys/bus/pci/drivers/ahci/*/device 2>/dev/null)"
-echo "sda-size=$(cat /sys/block/sda/size) sda-model=$(cat /sys/block/sda/device/model | tr -d ' ') sr0-type=$(cat /sys/block/sr0/device/type)"
-echo "ncq-depth=$(cat /sys/block/sda/device/queue_depth)"
-echo "ahci-msi=$(grep ahci /proc/interrupts | grep -c MSI)"
-mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo cd-mounted=yes
-echo "cd-sums=$(cd /cd && md5sum random.bin sub/odd.bin sub/hello.txt | cut -d' ' -f1 | tr '\n' ' ')"
-umount /cd
-mkfs.ext4 -q -E nodiscard /dev/sda && mount -t ext4 /dev/sda /mnt && echo mkfs=ok
-dd if=/dev/urandom of=/mnt/data bs=1M count=64 2>/dev/null
-echo "written-sum=$(md5sum </mnt/data | cut -d' ' -f1)"
-echo "ahci disk" >/mnt/hello
-umount /mnt && echo 3 >/proc/sys/vm/drop_caches && mount -t ext4 /dev/sda /mnt
-echo "read-sum=$(md5sum </mnt/data | cut -d' ' -f1)"
-sync; echo "marker=before-trim"; sleep 1
-rm /mnt/data && sync && fstrim -v /mnt && echo fstrim=done
-umount /mnt
-# Kernel messages from here on would interleave with the result line.
-sleep 1; echo 1 >/proc/sys/kernel/printk
-GUEST
-)
-  boot ahci 2 "panic=-1 hv.run=$script" "(stdio = void)" \
-    "(slot = 4, emulation = \"ahci\", ports = [(type = hd, path = \"$disk\", options = [(key = \"ser\", value = \"HVDISK01\")]), (type = cd, path = \"$iso\")]),"
-  local out=$T/ahci.out ok=1 written read blocks_now
-  grep -q "pci-ids=0x8086:0x2922" "$out" || { fail ahci "the ahci driver did not bind 8086:2922: $(grep pci-ids "$out" | tr -d '\r')"; ok=0; }
-  grep -q "sda-size=524288 .*sr0-type=5" "$out" || { fail ahci "disk/CD not found: $(grep sda-size "$out" | tr -d '\r')"; ok=0; }
-  grep -q "ahci-msi=1" "$out" || { fail ahci "the driver does not use the controller's MSI: $(grep ahci-msi "$out" | tr -d '\r')"; ok=0; }
-  grep -q "cd-mounted=yes" "$out" || { fail ahci "the ISO did not mount as iso9660"; ok=0; }
-  grep -q "cd-sums=$want_sums" "$out" || { fail ahci "ISO files: $(grep cd-sums "$out" | tr -d '\r'), want $want_sums"; ok=0; }
-  grep -q "mkfs=ok" "$out" || { fail ahci "mkfs.ext4 + mount failed"; ok=0; }
-  written=$(sed -n 's/^written-sum=//p' "$out" | tr -d '\r')
-  read=$(sed -n 's/^read-sum=//p' "$out" | tr -d '\r')
-  [[ -n $written && $written == "$read" ]] || { fail ahci "64 MiB file: wrote $written, read back $read"; ok=0; }
-  [[ $(debugfs -R "cat /hello" "$disk" 2>/dev/null) == "ahci disk" ]] || { fail ahci "the host does not find /hello on the disk"; ok=0; }
-  blocks_now=$(blocks "$disk")
-  # The 64 MiB file was written and deleted: after fstrim the image holds little more than ext4's metadata.
-  grep -q "fstrim=done" "$out" && ((blocks_now < 40 * 2048)) ||
-    { fail ahci "fstrim: $(grep -m1 'fstrim' "$out" | tr -d '\r'), image st_blocks $blocks_now (want < $((40 * 2048)))"; ok=0; }
-  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of ahci) == 0 ]] || { fail ahci "guest result/exit: $(exit_of ahci)"; ok=0; }
-  ((ok)) && pass ahci "ahci bound 8086:2922 with a 256 MiB disk and a CD on one controller ($(grep -o 'ncq-depth=[0-9]*' "$out"), MSI); ISO mounted as iso9660, 3 files md5 right; mkfs.ext4, 64 MiB file round trip md5 $written, /hello read on the host; fstrim left st_blocks $blocks_now"
-  ((ok)) || show_tail ahci
-}
-
-# AHCI without MSI (pci=nomsi): INTx, level-triggered, on two single-port
-# controllers (bhyve's ahci-hd and ahci-cd). A pattern goes through the disk
-# with O_DIRECT in both directions, and a file is read from an ISO.
-check_ahci_intx() {
-  local disk=$T/intx-disk.img iso=$T/intx.iso tree=$T/intx-tree
-  mkdir -p "$tree"
-  dd if=/dev/urandom of="$tree/blob" bs=1M count=5 2>/dev/null
-  xorriso -as mkisofs -quiet -o "$iso" "$tree" 2>/dev/null ||
-    genisoimage -quiet -o "$iso" "$tree" 2>/dev/null
-  [[ -s $iso ]] || { fail ahci_intx "could not build the ISO (install xorriso: tools/setup)"; return; }
-  local want
-  want=$(md5sum <"$tree/blob" | cut -d' ' -f1)
-  truncate -s 64M "$disk"
-  local script
-  script=$(base64 -w0 <<'GUEST'
-for i in $(seq 1 50); do [ -b /dev/sda ] && [ -b /dev/sr0 ] && break; sleep 0.1; done
-echo "ahci-intx=$(grep ahci /proc/interrupts | grep -c IO-APIC) ahci-msi=$(grep ahci /proc/interrupts | grep -c MSI)"
-mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo "cd-sum=$(md5sum </cd/blob | cut -d' ' -f1)"
-dd if=/dev/urandom of=/pattern bs=1M count=16 2>/dev/null
-dd if=/pattern of=/dev/sda bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null || echo write-failed
-echo "pattern-sum=$(md5sum </pattern | cut -d' ' -f1)"
-echo "readback-sum=$(dd if=/dev/sda bs=1M skip=8 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
-umount /cd
-# Kernel messages from here on would interleave with the result line.
-sleep 1; echo 1 >/proc/sys/kernel/printk
-GUEST
-)
-  boot ahci_intx 2 "panic=-1 pci=nomsi hv.run=$script" "(stdio = void)" \
-    "(slot = 5, emulation = \"ahci-hd\", path = \"$disk\"), (slot = 6, emulation = \"ahci-cd\", path = \"$iso\"),"
-  local out=$T/ahci_intx.out ok=1 pattern readback host
-  grep -q "ahci-intx=2 ahci-msi=0" "$out" || { fail ahci_intx "want both controllers on IO-APIC lines: $(grep ahci-intx "$out" | tr -d '\r')"; ok=0; }
-  grep -q "cd-sum=$want" "$out" || { fail ahci_intx "ISO file: $(grep cd-sum "$out" | tr -d '\r'), want $want"; ok=0; }
-  pattern=$(sed -n 's/^pattern-sum=//p' "$out" | tr -d '\r')
-  readback=$(sed -n 's/^readback-sum=//p' "$out" | tr -d '\r')
-  host=$(md5_at "$disk" 8 16)
-  [[ -n $pattern && $pattern == "$readback" && $pattern == "$host" ]] ||
-    { fail ahci_intx "16 MiB pattern: guest $pattern, read back $readback, host file $host"; ok=0; }
-  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of ahci_intx) == 0 ]] || { fail ahci_intx "guest result/exit: $(exit_of ahci_intx)"; ok=0; }
-  ((ok)) && pass ahci_intx "ahci-hd and ahci-cd on INTx (pci=nomsi): ISO file md5 $want, 16 MiB O_DIRECT pattern md5 $pattern in guest, read back and in the host file"
-  ((ok)) || show_tail ahci_intx
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk blk_restart ahci ahci_intx net_user net_tap bhyve_cli)
 }
 
 # virtio-net, user mode (libslirp in the device process): the guest gets its
@@ -582,8 +479,7 @@ for s in "${SCENARIOS[@]}"; do
     panic) check_panic ;;
     socket) check_socket ;;
     blk) check_blk ;;
-    ahci) check_ahci ;;
-    ahci_intx) check_ahci_intx ;;
+((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk blk_restart ahci ahci_intx net_user net_tap bhyve_cli)
     net_user) check_net_user ;;
     net_tap) check_net_tap ;;
     bhyve_cli) check_bhyve_cli ;;
