@@ -220,7 +220,213 @@ GUEST
   ((ok)) || show_tail blk
 }
 
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk blk_restart ahci ahci_intx net_user net_tap bhyve_cli)
+# AHCI: one controller with a disk on port 0 and a CD-ROM on port 1, found by the
+# guest's own ahci driver. The CD holds an ISO this test builds; the guest mounts
+# it as iso9660 and checksums its files. The disk takes mkfs.ext4 and a file
+# round trip (checked again on the host), and fstrim gives the host its blocks back.
+check_ahci() {
+  local disk=$T/ahci-disk.img iso=$T/ahci.iso tree=$T/iso-tree
+  mkdir -p "$tree/sub"
+  dd if=/dev/urandom of="$tree/random.bin" bs=1M count=3 2>/dev/null
+  dd if=/dev/urandom of="$tree/sub/odd.bin" bs=1000 count=77 2>/dev/null
+  echo "hello from the host's ISO" >"$tree/sub/hello.txt"
+  if command -v xorriso >/dev/null; then
+    xorriso -as mkisofs -quiet -V HVTEST -o "$iso" "$tree" 2>/dev/null
+  else
+    genisoimage -quiet -V HVTEST -o "$iso" "$tree" 2>/dev/null
+  fi
+  [[ -s $iso ]] || { fail ahci "could not build the ISO (install xorriso: tools/setup)"; return; }
+  local want_sums
+  want_sums=$(cd "$tree" && md5sum random.bin sub/odd.bin sub/hello.txt | cut -d' ' -f1 | tr '\n' ' ')
+  truncate -s 256M "$disk"
+  local script
+  script=$(base64 -w0 <<'GUEST'
+for i in $(seq 1 50); do [ -b /dev/sda ] && [ -b /dev/sr0 ] && break; sleep 0.1; done
+echo "pci-ids=$(cat /sys/bus/pci/drivers/ahci/*/vendor 2>/dev/null):$(cat /sys/bus/pci/drivers/ahci/*/device 2>/dev/null)"
+echo "sda-size=$(cat /sys/block/sda/size) sda-model=$(cat /sys/block/sda/device/model | tr -d ' ') sr0-type=$(cat /sys/block/sr0/device/type)"
+echo "ncq-depth=$(cat /sys/block/sda/device/queue_depth)"
+echo "ahci-msi=$(grep ahci /proc/interrupts | grep -c MSI)"
+mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo cd-mounted=yes
+echo "cd-sums=$(cd /cd && md5sum random.bin sub/odd.bin sub/hello.txt | cut -d' ' -f1 | tr '\n' ' ')"
+umount /cd
+mkfs.ext4 -q -E nodiscard /dev/sda && mount -t ext4 /dev/sda /mnt && echo mkfs=ok
+dd if=/dev/urandom of=/mnt/data bs=1M count=64 2>/dev/null
+echo "written-sum=$(md5sum </mnt/data | cut -d' ' -f1)"
+echo "ahci disk" >/mnt/hello
+umount /mnt && echo 3 >/proc/sys/vm/drop_caches && mount -t ext4 /dev/sda /mnt
+echo "read-sum=$(md5sum </mnt/data | cut -d' ' -f1)"
+sync; echo "marker=before-trim"; sleep 1
+rm /mnt/data && sync && fstrim -v /mnt && echo fstrim=done
+umount /mnt
+# Kernel messages from here on would interleave with the result line.
+sleep 1; echo 1 >/proc/sys/kernel/printk
+GUEST
+)
+  boot ahci 2 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 4, emulation = \"ahci\", ports = [(type = hd, path = \"$disk\", options = [(key = \"ser\", value = \"HVDISK01\")]), (type = cd, path = \"$iso\")]),"
+  local out=$T/ahci.out ok=1 written read blocks_now
+  grep -q "pci-ids=0x8086:0x2922" "$out" || { fail ahci "the ahci driver did not bind 8086:2922: $(grep pci-ids "$out" | tr -d '\r')"; ok=0; }
+  grep -q "sda-size=524288 .*sr0-type=5" "$out" || { fail ahci "disk/CD not found: $(grep sda-size "$out" | tr -d '\r')"; ok=0; }
+  grep -q "ahci-msi=1" "$out" || { fail ahci "the driver does not use the controller's MSI: $(grep ahci-msi "$out" | tr -d '\r')"; ok=0; }
+  grep -q "cd-mounted=yes" "$out" || { fail ahci "the ISO did not mount as iso9660"; ok=0; }
+  grep -q "cd-sums=$want_sums" "$out" || { fail ahci "ISO files: $(grep cd-sums "$out" | tr -d '\r'), want $want_sums"; ok=0; }
+  grep -q "mkfs=ok" "$out" || { fail ahci "mkfs.ext4 + mount failed"; ok=0; }
+  written=$(sed -n 's/^written-sum=//p' "$out" | tr -d '\r')
+  read=$(sed -n 's/^read-sum=//p' "$out" | tr -d '\r')
+  [[ -n $written && $written == "$read" ]] || { fail ahci "64 MiB file: wrote $written, read back $read"; ok=0; }
+  [[ $(debugfs -R "cat /hello" "$disk" 2>/dev/null) == "ahci disk" ]] || { fail ahci "the host does not find /hello on the disk"; ok=0; }
+  blocks_now=$(blocks "$disk")
+  # The 64 MiB file was written and deleted: after fstrim the image holds little more than ext4's metadata.
+  grep -q "fstrim=done" "$out" && ((blocks_now < 40 * 2048)) ||
+    { fail ahci "fstrim: $(grep -m1 'fstrim' "$out" | tr -d '\r'), image st_blocks $blocks_now (want < $((40 * 2048)))"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of ahci) == 0 ]] || { fail ahci "guest result/exit: $(exit_of ahci)"; ok=0; }
+  ((ok)) && pass ahci "ahci bound 8086:2922 with a 256 MiB disk and a CD on one controller ($(grep -o 'ncq-depth=[0-9]*' "$out"), MSI); ISO mounted as iso9660, 3 files md5 right; mkfs.ext4, 64 MiB file round trip md5 $written, /hello read on the host; fstrim left st_blocks $blocks_now"
+  ((ok)) || show_tail ahci
+}
+
+# AHCI without MSI (pci=nomsi): INTx, level-triggered, on two single-port
+# controllers (bhyve's ahci-hd and ahci-cd). A pattern goes through the disk
+# with O_DIRECT in both directions, and a file is read from an ISO.
+check_ahci_intx() {
+  local disk=$T/intx-disk.img iso=$T/intx.iso tree=$T/intx-tree
+  mkdir -p "$tree"
+  dd if=/dev/urandom of="$tree/blob" bs=1M count=5 2>/dev/null
+  xorriso -as mkisofs -quiet -o "$iso" "$tree" 2>/dev/null ||
+    genisoimage -quiet -o "$iso" "$tree" 2>/dev/null
+  [[ -s $iso ]] || { fail ahci_intx "could not build the ISO (install xorriso: tools/setup)"; return; }
+  local want
+  want=$(md5sum <"$tree/blob" | cut -d' ' -f1)
+  truncate -s 64M "$disk"
+  local script
+  script=$(base64 -w0 <<'GUEST'
+for i in $(seq 1 50); do [ -b /dev/sda ] && [ -b /dev/sr0 ] && break; sleep 0.1; done
+echo "ahci-intx=$(grep ahci /proc/interrupts | grep -c IO-APIC) ahci-msi=$(grep ahci /proc/interrupts | grep -c MSI)"
+mkdir -p /cd && mount -t iso9660 -o ro /dev/sr0 /cd && echo "cd-sum=$(md5sum </cd/blob | cut -d' ' -f1)"
+dd if=/dev/urandom of=/pattern bs=1M count=16 2>/dev/null
+dd if=/pattern of=/dev/sda bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null || echo write-failed
+echo "pattern-sum=$(md5sum </pattern | cut -d' ' -f1)"
+echo "readback-sum=$(dd if=/dev/sda bs=1M skip=8 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
+umount /cd
+# Kernel messages from here on would interleave with the result line.
+sleep 1; echo 1 >/proc/sys/kernel/printk
+GUEST
+)
+  boot ahci_intx 2 "panic=-1 pci=nomsi hv.run=$script" "(stdio = void)" \
+    "(slot = 5, emulation = \"ahci-hd\", path = \"$disk\"), (slot = 6, emulation = \"ahci-cd\", path = \"$iso\"),"
+  local out=$T/ahci_intx.out ok=1 pattern readback host
+  grep -q "ahci-intx=2 ahci-msi=0" "$out" || { fail ahci_intx "want both controllers on IO-APIC lines: $(grep ahci-intx "$out" | tr -d '\r')"; ok=0; }
+  grep -q "cd-sum=$want" "$out" || { fail ahci_intx "ISO file: $(grep cd-sum "$out" | tr -d '\r'), want $want"; ok=0; }
+  pattern=$(sed -n 's/^pattern-sum=//p' "$out" | tr -d '\r')
+  readback=$(sed -n 's/^readback-sum=//p' "$out" | tr -d '\r')
+  host=$(md5_at "$disk" 8 16)
+  [[ -n $pattern && $pattern == "$readback" && $pattern == "$host" ]] ||
+    { fail ahci_intx "16 MiB pattern: guest $pattern, read back $readback, host file $host"; ok=0; }
+  grep -q "HV-GUEST-RESULT=0" "$out" && [[ $(exit_of ahci_intx) == 0 ]] || { fail ahci_intx "guest result/exit: $(exit_of ahci_intx)"; ok=0; }
+  ((ok)) && pass ahci_intx "ahci-hd and ahci-cd on INTx (pci=nomsi): ISO file md5 $want, 16 MiB O_DIRECT pattern md5 $pattern in guest, read back and in the host file"
+  ((ok)) || show_tail ahci_intx
+}
+
+# Per-device restart: the guest writes and verifies 1 MiB chunks on a virtio-blk
+# disk (O_DIRECT, fsync) for a while, while the host SIGKILLs the disk's process
+# $HV_BLK_KILLS times (default 20) at random moments. The loop runs until the
+# host writes STOP into a second disk (vdb) once it has killed enough, or for
+# at most $HV_BLK_LOOP_SECONDS (default 400; the VM may take 560 s in all). The broker restarts it each time
+# (restart = onFailure); the successor resumes from the state region and redoes
+# the requests in flight. No I/O error, every read matches what was written,
+# the host file holds the last write of every chunk, and each successor is
+# sandboxed again (seccomp filter mode, namespaces of its own).
+BLK_KILLS=${HV_BLK_KILLS:-20}
+check_blk_restart() {
+  local a=$T/restart.img stop=$T/stop.img name=blkrestart
+  truncate -s 64M "$a"
+  truncate -s 1M "$stop"
+  local script
+  script=$(base64 -w0 <<'GUEST'
+echo "blk-loop start"
+end=$(( $(date +%s) + LOOPSECONDS ))
+i=0; bad=0; slowest=0
+while [ "$(date +%s)" -lt "$end" ] && [ "$(dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | head -c 4)" != STOP ]; do
+  c=$((i % 16))
+  dd if=/dev/urandom of=/chunk bs=64k count=16 2>/dev/null
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  dd if=/chunk of=/dev/vda bs=64k seek=$((c * 16)) oflag=direct conv=fsync 2>/dev/null || { echo "write-error $i"; bad=$((bad + 1)); }
+  back=$(dd if=/dev/vda bs=64k skip=$((c * 16)) count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  want=$(md5sum </chunk | cut -d' ' -f1)
+  [ "$back" = "$want" ] || { echo "mismatch $i chunk $c"; bad=$((bad + 1)); }
+  eval "sum_$c=$want"
+  ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')
+  [ "$ms" -gt "$slowest" ] && slowest=$ms
+  i=$((i + 1))
+done
+for c in $(seq 0 15); do eval "echo chunk-$c=\${sum_$c:-none}"; done
+echo "ioerrors=$(dmesg | grep -ci 'i/o error')"
+echo "blk-loop done iterations=$i bad=$bad slowest-ms=$slowest"
+GUEST
+)
+  script=$(echo "$script" | base64 -d | sed "s/LOOPSECONDS/${HV_BLK_LOOP_SECONDS:-400}/" | base64 -w0)
+  # The killer: waits for the loop, then kills the disk's process at random
+  # moments and checks each successor's sandbox. It learns each successor's
+  # pid from the broker's "serves again (pid N" line (spawning `hvbroker
+  # status` for every poll is slow under the nested host).
+  (
+    for _ in $(seq 1 900); do grep -q "blk-loop start" "$T/$name.out" 2>/dev/null && break; sleep 0.2; done
+    pid=$("$BROKER" status "$name" 2>/dev/null | awk '$1 == "disk" && $4 == "running" { print $3 }')
+    for k in $(seq 1 "$BLK_KILLS"); do
+      sleep "0.$((RANDOM % 5 + 1))"
+      [[ -n $pid ]] || { echo "no-process $k"; break; }
+      served=$(grep -c "serves again" "$T/$name.err")
+      kill -9 "$pid" && echo "killed $k $pid"
+      new=""
+      for _ in $(seq 1 3000); do
+        if (($(grep -c "serves again" "$T/$name.err") > served)); then
+          new=$(grep -o "serves again (pid [0-9]*" "$T/$name.err" | tail -1 | grep -o "[0-9]*$")
+          break
+        fi
+        sleep 0.02
+      done
+      if [[ -n $new && $new != "$pid" ]] && grep -q "^Seccomp:[[:space:]]*2" "/proc/$new/status" &&
+        grep -q "^NoNewPrivs:[[:space:]]*1" "/proc/$new/status" &&
+        [[ $(readlink "/proc/$new/ns/pid") != $(readlink /proc/self/ns/pid) &&
+          $(readlink "/proc/$new/ns/mnt") != $(readlink /proc/self/ns/mnt) &&
+          $(readlink "/proc/$new/ns/user") != $(readlink /proc/self/ns/user) ]]; then
+        echo "sandboxed $k $new"
+      else
+        echo "NOT-SANDBOXED $k ${new:-none}"
+      fi
+      pid=$new
+    done
+    # Enough: the guest's loop stops at its next round.
+    printf STOP | dd of="$stop" conv=notrunc 2>/dev/null
+  ) >"$T/$name.killer" 2>&1 &
+  local killer=$!
+  BOOT_LIMIT=560 boot "$name" 2 "panic=-1 hv.run=$script" "(stdio = void)" \
+    "(slot = 3, emulation = \"virtio-blk\", path = \"$a\", name = \"disk\", restart = (mode = onFailure, limit = 1000, windowSeconds = 600)), (slot = 4, emulation = \"virtio-blk\", path = \"$stop\"),"
+  wait "$killer"
+  local out=$T/$name.out ok=1
+  local killed sandboxed
+  killed=$(grep -c "^killed" "$T/$name.killer")
+  sandboxed=$(grep -c "^sandboxed" "$T/$name.killer")
+  ((killed == BLK_KILLS)) || { fail blk_restart "killed $killed times, wanted $BLK_KILLS: $(tr '\n' ' ' <"$T/$name.killer" | cut -c1-300)"; ok=0; }
+  ((sandboxed == killed)) || { fail blk_restart "only $sandboxed of $killed successors were sandboxed: $(grep NOT "$T/$name.killer" | head -3)"; ok=0; }
+  local restarts
+  restarts=$(grep -c "serves again" "$T/$name.err")
+  ((restarts >= killed)) || { fail blk_restart "$restarts successors served, $killed kills"; ok=0; }
+  grep -q "blk-loop done" "$out" || { fail blk_restart "the guest loop did not finish"; ok=0; }
+  grep -q "blk-loop done .* bad=0 " "$out" || { fail blk_restart "guest saw errors: $(grep -m3 -e write-error -e mismatch "$out" | tr '\n' ' ')"; ok=0; }
+  grep -q "^ioerrors=0" "$out" || { fail blk_restart "the guest kernel logged I/O errors: $(grep ioerrors "$out")"; ok=0; }
+  local c host_sum guest_sum chunks_ok=0
+  for c in $(seq 0 15); do
+    guest_sum=$(sed -n "s/^chunk-$c=//p" "$out" | tr -d '\r')
+    host_sum=$(md5_at "$a" "$c" 1)
+    [[ $guest_sum == "$host_sum" ]] && chunks_ok=$((chunks_ok + 1))
+  done
+  ((chunks_ok == 16)) || { fail blk_restart "only $chunks_ok of 16 chunks in the host file match the guest's last writes"; ok=0; }
+  [[ $(exit_of "$name") == 0 ]] || { fail blk_restart "hvbroker exited $(exit_of "$name")"; ok=0; }
+  local gaps
+  gaps=$(grep -o "serves again (pid [0-9]*, sandboxed), [0-9.]* ms" "$T/$name.err" | awk '{ print $(NF - 1) }' | sort -n | awk '{ a[NR] = $1 } END { if (NR) printf "%d restarts, median %.1f ms, p90 %.1f ms, max %.1f ms", NR, a[int((NR + 1) / 2)], a[int(NR * 0.9 + 0.5)], a[NR] }')
+  ((ok)) && pass blk_restart "$(grep -o 'iterations=[0-9]*' "$out") write+verify rounds, $killed SIGKILLs of the disk process, every successor sandboxed, 0 I/O errors, 16/16 chunks match in the host file; death to serving: $gaps; slowest guest round $(grep -o 'slowest-ms=[0-9]*' "$out")"
+  ((ok)) || { show_tail "$name"; cat "$T/$name.killer" | tail -5; }
 }
 
 # virtio-net, user mode (libslirp in the device process): the guest gets its
@@ -479,7 +685,9 @@ for s in "${SCENARIOS[@]}"; do
     panic) check_panic ;;
     socket) check_socket ;;
     blk) check_blk ;;
-((${#SCENARIOS[@]})) || SCENARIOS=(smoke1 smoke2 panic socket blk blk_restart ahci ahci_intx net_user net_tap bhyve_cli)
+    blk_restart) check_blk_restart ;;
+    ahci) check_ahci ;;
+    ahci_intx) check_ahci_intx ;;
     net_user) check_net_user ;;
     net_tap) check_net_tap ;;
     bhyve_cli) check_bhyve_cli ;;
