@@ -961,6 +961,7 @@ void VmRunner::FillStatus(ctl::VmStatus::Builder status) {
       kind = p.device->kind == DeviceProcessKind::kLpc         ? "lpc"
              : p.device->kind == DeviceProcessKind::kVirtioBlk ? "virtio-blk"
              : p.device->kind == DeviceProcessKind::kVirtioNet ? "virtio-net"
+             : p.device->kind == DeviceProcessKind::kAhci      ? "ahci"
                                                                : "device";
     }
     out.setKind(kind);
