@@ -168,6 +168,7 @@ class VmRunner {
   // What every virtio function gets: a doorbell per queue, an MSI-X vector per
   // queue plus one for configuration changes, and INTx for guests without MSI-X.
   absl::Status PrepareVirtioInterrupts(Process& p, int queues);
+  absl::Status PreparePciIntx(Process& p);
   // A device may claim config space only at its own slot and function.
   absl::Status CheckRange(const Process& p, msg::Range::Reader range);
   void OnMessage(const std::string& from, msg::Message::Reader m);
@@ -429,15 +430,40 @@ absl::Status VmRunner::PrepareLpc(Process& p) {
   return absl::OkStatus();
 }
 
+// A disk image or ISO as the VM file asks for it: read-only, O_DIRECT
+// (`nocache`), O_DSYNC (`direct`).
+static absl::StatusOr<Fd> OpenDiskFile(const std::string& path, bool read_only, bool no_cache,
+                                bool sync) {
+  int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (no_cache ? O_DIRECT : 0) |
+              (sync ? O_DSYNC : 0);
+  Fd file(open(path.c_str(), flags));
+  if (!file.valid()) return ErrnoStatus(absl::StrCat("open ", path));
+  return file;
+}
+
+// INTA of a PCI function, on the GSI the DSDT's _PRT names, level-triggered
+// with a resample eventfd: for guests without MSI or MSI-X.
+absl::Status VmRunner::PreparePciIntx(Process& p) {
+  auto dev = config_.vm().getDevices()[p.device->device_index];
+  Process::Irq intx;
+  intx.gsi = acpi::PciIntxGsi(dev.getSlot(), 0);
+  intx.name = "intx";
+  intx.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  intx.resample.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!intx.fd.valid() || !intx.resample.valid()) return ErrnoStatus("eventfd");
+  p.irqs.push_back(std::move(intx));
+  return absl::OkStatus();
+}
+
 // A virtio-blk function: its disk, one doorbell per queue, one MSI-X vector per
 // queue plus one for configuration changes, and INTx for guests without MSI-X.
 absl::Status VmRunner::PrepareVirtioBlk(Process& p) {
   const DeviceProcess& d = *p.device;
-  int flags = (d.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (d.no_cache ? O_DIRECT : 0) |
-              (d.sync ? O_DSYNC : 0);
-  Fd disk(open(d.path.c_str(), flags));
-  if (!disk.valid()) return ErrnoStatus(absl::StrCat(p.name, ": open ", d.path));
-  p.backend_fds.push_back({"disk", std::move(disk)});
+  auto disk = OpenDiskFile(d.path, d.read_only, d.no_cache, d.sync);
+  if (!disk.ok()) {
+    return absl::Status(disk.status().code(), absl::StrCat(p.name, ": ", disk.status().message()));
+  }
+  p.backend_fds.push_back({"disk", std::move(*disk)});
   return PrepareVirtioInterrupts(p, d.queues);
 }
 
@@ -447,27 +473,19 @@ absl::Status VmRunner::PrepareAhci(Process& p) {
   const DeviceProcess& d = *p.device;
   for (size_t i = 0; i < d.ports.size(); ++i) {
     const BackendFile& f = d.ports[i];
-    int flags = (f.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (f.no_cache ? O_DIRECT : 0) |
-                (f.sync ? O_DSYNC : 0);
-    Fd file(open(f.path.c_str(), flags));
-    if (!file.valid()) return ErrnoStatus(absl::StrCat(p.name, ": port ", i, ": open ", f.path));
-    p.backend_fds.push_back({absl::StrCat("port", i), std::move(file)});
+    auto file = OpenDiskFile(f.path, f.read_only, f.no_cache, f.sync);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat(p.name, ": port ", i, ": ", file.status().message()));
+    }
+    p.backend_fds.push_back({absl::StrCat("port", i), std::move(*file)});
   }
   p.msi.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!p.msi.valid()) return ErrnoStatus("eventfd");
-  auto dev = config_.vm().getDevices()[d.device_index];
-  Process::Irq intx;
-  intx.gsi = acpi::PciIntxGsi(dev.getSlot(), 0);  // INTA, as the DSDT's _PRT says
-  intx.name = "intx";
-  intx.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  intx.resample.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!intx.fd.valid() || !intx.resample.valid()) return ErrnoStatus("eventfd");
-  p.irqs.push_back(std::move(intx));
-  return absl::OkStatus();
+  return PreparePciIntx(p);
 }
 
 absl::Status VmRunner::PrepareVirtioInterrupts(Process& p, int queues) {
-  const DeviceProcess& d = *p.device;
   auto event = [](std::vector<Fd>& into) -> absl::Status {
     into.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     return into.back().valid() ? absl::OkStatus() : ErrnoStatus("eventfd");
@@ -478,15 +496,7 @@ absl::Status VmRunner::PrepareVirtioInterrupts(Process& p, int queues) {
   for (int v = 0; v < queues + 1; ++v) {
     if (auto s = event(p.msix); !s.ok()) return s;
   }
-  auto dev = config_.vm().getDevices()[d.device_index];
-  Process::Irq intx;
-  intx.gsi = acpi::PciIntxGsi(dev.getSlot(), 0);  // INTA, as the DSDT's _PRT says
-  intx.name = "intx";
-  intx.fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  intx.resample.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!intx.fd.valid() || !intx.resample.valid()) return ErrnoStatus("eventfd");
-  p.irqs.push_back(std::move(intx));
-  return absl::OkStatus();
+  return PreparePciIntx(p);
 }
 
 // A virtio-net function: with a tap backend, one fd per queue pair on the tap
